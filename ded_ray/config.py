@@ -1,0 +1,381 @@
+"""Typed configuration: one pydantic model per stage, composed into `DEDConfig`.
+
+YAML files are grouped by role (run / problems / teachers / student / rollout / verify / curate / train /
+eval / smoke). `load_config(path, overrides)` reads a YAML file (or the embedded default), applies
+`key.sub=value` overrides and validates the result. Unknown keys are rejected with the offending key and
+the keys that are valid at that place, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and how to fix it."""
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- where things run and land -------------------------------------------------------------------------
+
+
+class RunConfig(Section):
+    name: str = "demo"  # run directory is <root>/<name>
+    root: str = "runs"  # local path or a pyarrow-filesystem URI (s3://, gs://)
+    seed: int = 0  # base seed: per-rollout seeds derive from it, so reruns reproduce
+    part_rows: int = 256  # rows per output part file; resume granularity within a stage
+
+
+class RayConfig(Section):
+    # "local": start a local Ray sized to this machine; "auto": join the cluster this process runs on;
+    # "ray://host:10001": connect as a Ray client.
+    address: str = "local"
+    num_cpus: int | None = None  # local only; None = all cores
+    dashboard: bool = False  # local only; bound to 127.0.0.1
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- problems ------------------------------------------------------------------------------------------
+
+
+class GeneratedProblems(Section):
+    """Arithmetic problems generated with a seed: the embedded demo's data set (no benchmark text)."""
+
+    families: list[str] = Field(default_factory=lambda: ["add_1digit", "mul_1digit"])
+    per_family: int = 20
+    seed: int = 0
+
+
+class ProblemSource(Section):
+    """One problem file (jsonl, parquet or a saved `datasets` folder) or a generated set.
+
+    `columns` maps our column names to the source's (e.g. {question: problem, problem_id: unique_id});
+    `tests_format` converts a code source's tests into ours (lcb, humaneval, leetcode or native).
+    """
+
+    name: str | None = None  # the `source` column; default: the file stem or "generated"
+    path: str | None = None
+    format: Literal["auto", "jsonl", "parquet", "datasets"] = "auto"
+    split: str | None = None  # for a saved DatasetDict
+    domain: Literal["math", "code", "science"] = "math"
+    columns: dict[str, str] = Field(default_factory=dict)
+    tests_format: Literal["native", "lcb", "humaneval", "leetcode"] = "native"
+    limit: int | None = None
+    generated: GeneratedProblems | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "ProblemSource":
+        if (self.path is None) == (self.generated is None):
+            raise ValueError("a problem source needs exactly one of `path` or `generated`")
+        return self
+
+
+class ProblemsConfig(Section):
+    sources: list[ProblemSource] = Field(
+        default_factory=lambda: [ProblemSource(generated=GeneratedProblems())]
+    )
+
+
+# --- models --------------------------------------------------------------------------------------------
+
+
+class SamplingConfig(Section):
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 160  # new tokens per response
+    logprobs: int | None = None  # top-k logprobs to ask the engine for (token entropy); None = off
+
+
+class FewShotExample(Section):
+    user: str
+    assistant: str
+
+
+class TeacherConfig(Section):
+    """A teacher = a name + a model (or endpoint) + a prompt + sampling: 'same model, other prompt' counts."""
+
+    name: str
+    model: str | None = None  # built-in name, local folder or cached HF id
+    endpoint: str | None = None  # OpenAI-compatible base URL (…/v1); the key comes from api_key_env
+    api_key_env: str | None = None
+    system_prompt: str | None = None
+    few_shot: list[FewShotExample] = Field(default_factory=list)
+    think_prefix: bool = False  # start the assistant turn with "<think>\n" (R1-style models)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @model_validator(mode="after")
+    def _model_or_endpoint(self) -> "TeacherConfig":
+        if self.model is None and self.endpoint is None:
+            raise ValueError(f"teacher {self.name!r} needs a `model` or an `endpoint`")
+        return self
+
+
+class StudentConfig(Section):
+    model: str = "smollm2-135m"
+    system_prompt: str | None = None
+    few_shot: list[FewShotExample] = Field(default_factory=list)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+# --- stages --------------------------------------------------------------------------------------------
+
+
+class RolloutConfig(Section):
+    engine: Literal["auto", "vllm", "hf", "openai"] = "auto"
+    samples_per_question: int = Field(4, ge=1)  # M
+    batch_size: int = 32
+    concurrency: tuple[int, int] = (1, 1)  # (min, max) actors: the autoscaling pool
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int | None = None
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through to the engine untouched
+    request_timeout_s: float = 120.0  # openai engine
+    max_retries: int = 3  # openai engine
+
+
+class VerifyConfig(Section):
+    math_timeout_s: float = 5.0
+    code_timeout_s: float = 10.0
+    require_think: bool = False  # format_ok demands exactly one <think>...</think>
+    max_tokens: int = 16384  # length_ok: counted with the student's tokenizer
+    concurrency: tuple[int, int] = (1, 2)
+    batch_size: int = 64
+    judge_endpoint: str | None = None  # optional LLM-as-judge for unparsable/wrong math; off by default
+    judge_model: str | None = None
+
+
+class PassRateConfig(Section):
+    enabled: bool = True
+    k: int = Field(4, ge=1)  # student rollouts per question
+    threshold: float = Field(0.75, ge=0.0, le=1.0)  # drop questions with pass_rate > threshold
+
+
+class DiversityConfig(Section):
+    per_question: int = Field(4, ge=1)  # P
+    unit: Literal["token", "char"] = "token"
+    compare: Literal["think", "response"] = "response"
+
+
+class MixConfig(Section):
+    quotas: dict[str, int] = Field(default_factory=dict)  # domain -> max trajectories; empty = keep all
+    by: Literal["trajectory", "question"] = "trajectory"
+    seed: int = 0
+
+
+class DecontamConfig(Section):
+    eval_sets: list[ProblemSource] = Field(default_factory=list)
+    ngram: int = Field(13, ge=1)
+
+
+class CurateConfig(Section):
+    pass_rate: PassRateConfig = Field(default_factory=PassRateConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    decontaminate: DecontamConfig = Field(default_factory=DecontamConfig)
+
+
+class TrainConfig(Section):
+    num_workers: int = 1
+    use_gpu: bool = False
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    offload_optimizer: bool = False
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    max_seq_len: int = 1024
+    truncate: bool = False  # False: over-long samples are rejected with a reason
+    packing: bool = True
+    learning_rate: float = 1e-5
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    epochs: int = 1
+    global_batch_size: int = 8  # samples per optimizer step, across workers and accumulation
+    micro_batch_size: int = 4
+    max_failures: int = 1
+    checkpoint_every_steps: int | None = None  # None = at each epoch end
+
+
+class BenchmarkConfig(Section):
+    name: str
+    source: ProblemSource
+
+
+class EvalConfig(Section):
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
+    k: int = Field(4, ge=1)  # samples per question: pass@1 averaged over k (avg@k)
+    sampling: SamplingConfig | None = None  # None = the student's sampling
+
+
+class SmokeConfig(Section):
+    questions: int = 10  # smoke questions per teacher (1 sample each)
+    train: TrainConfig | None = None  # smoke training budget; None = `train` with 1 epoch
+    serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+# --- the whole pipeline --------------------------------------------------------------------------------
+
+
+class DEDConfig(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    problems: ProblemsConfig = Field(default_factory=ProblemsConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    teacher: str = "auto"  # a teacher name, or "auto": the smoke test's winner
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+
+    @model_validator(mode="after")
+    def _teacher_known(self) -> "DEDConfig":
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names must be unique, got {names}")
+        if self.teacher != "auto" and self.teacher not in names:
+            raise ValueError(f"teacher {self.teacher!r} is not among the configured teachers {names}")
+        return self
+
+    def teacher_config(self, name: str) -> TeacherConfig:
+        for teacher in self.teachers:
+            if teacher.name == name:
+                return teacher
+        raise ConfigError(f"no teacher named {name!r}; configured: {[t.name for t in self.teachers]}")
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def shipped_configs() -> list[Path]:
+    """Every YAML shipped in ded_ray/configs (each is validated by a test)."""
+    folder = resources.files("ded_ray") / "configs"
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    """A path as given, or the name of a shipped config ("demo.yaml", "ded-32b"), or the default."""
+    if path is None:
+        path = DEFAULT_CONFIG
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    shipped = {p.name: p for p in shipped_configs()}
+    for name in (str(path), f"{path}.yaml"):
+        if name in shipped:
+            return shipped[name]
+    raise ConfigError(
+        f"config {str(path)!r} not found: give a YAML path or one of the shipped configs {sorted(shipped)}"
+    )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DEDConfig:
+    """Load a YAML config (default: the embedded demo), apply `a.b=value` overrides, validate."""
+    resolved = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(resolved.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{resolved}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{resolved}: the top level must be a mapping, got {type(data).__name__}")
+    for override in overrides or []:
+        apply_override(data, override)
+    return validate_config(data, origin=str(resolved))
+
+
+def validate_config(data: dict[str, Any], origin: str = "<config>") -> DEDConfig:
+    try:
+        return DEDConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: invalid config\n{_explain(exc)}") from None
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML ("3" -> 3, "[1,2]" -> list).
+
+    A numeric path part indexes a list (`teachers.0.name=x`).
+    """
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    dotted, raw = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {override!r} has an empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: Any = data
+    for i, key in enumerate(keys[:-1]):
+        node = _child(node, key, create_dict=not keys[i + 1].isdigit(), where=".".join(keys[: i + 1]))
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, dotted)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, key: str, create_dict: bool, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, key, where)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override path {where!r}: cannot descend into a {type(node).__name__}")
+    if node.get(key) is None:
+        node[key] = {} if create_dict else []
+    return node[key]
+
+
+def _list_index(node: list, key: str, where: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override path {where!r}: index {key} is not in a list of {len(node)}")
+    return int(key)
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per error; unknown keys also list the keys that are valid at that place."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<top>"
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(err["loc"][:-1])
+            lines.append(f"  unknown key {where!r}; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """Field names of the model found by walking `loc` from DEDConfig (list indexes are skipped)."""
+    model: Any = DEDConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            break
+        model = _model_of(field.annotation)
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel inside Optional[...] / list[...] / a plain annotation, else the annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation

