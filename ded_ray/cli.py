@@ -1,0 +1,92 @@
+"""The `ded` command: the whole pipeline (`ded run`) and one subcommand per step.
+
+Every subcommand takes `--config PATH` (default: the embedded demo) and `key.sub=value` overrides.
+A subcommand whose step is not built yet says so and exits with status 2; it never fakes output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from ded_ray.config import ConfigError, DEDConfig, load_config
+
+EXIT_FAILED = 1
+EXIT_NOT_BUILT = 2
+
+
+def _cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.pipeline import run_pipeline
+
+    run_pipeline(config)
+    return 0
+
+
+# name -> (one-line help, handler or None when the step is not built yet, extra-argument adder)
+Handler = Callable[[argparse.Namespace, DEDConfig], int]
+COMMANDS: dict[str, tuple[str, Handler | None, Callable[[argparse.ArgumentParser], None] | None]] = {
+    "run": ("run the whole DED pipeline (embedded demo when no --config)", _cmd_run, None),
+    "smoke-test": ("rank candidate teachers by the student each one produces", None, None),
+    "rollout": ("generate M teacher samples per question on Ray Data", None, None),
+    "verify": ("check answers (math-verify) and run code tests in a sandbox", None, None),
+    "curate": ("pass-rate compression, diversity selection, mixing, decontamination", None, None),
+    "train": ("fine-tune the student on a corpus with Ray Train (+ DeepSpeed)", None, None),
+    "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", None, None),
+    "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", None, None),
+    "report": ("write report.html for a run directory", None, None),
+    "ablate": ("train on the corpus after each curation step and compare", None, None),
+    "bench": ("run stage benchmarks and write a table (markdown + json)", None, None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ded",
+        description="ded_ray: data-efficient distillation of reasoning models on Ray (DED, arXiv 2508.09883).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _handler, add_args) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", help="YAML config path or shipped config name (default: demo.yaml)")
+        sub.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+        if add_args is not None:
+            add_args(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_NOT_BUILT
+    _help, handler, _ = COMMANDS[args.command]
+    if handler is None:
+        print(f"ded {args.command}: this step is not built yet in ded_ray {_version()}.", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"ded {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    from ded_ray.steps import NotBuiltError
+
+    try:
+        return handler(args, config)
+    except NotBuiltError as exc:
+        print(f"ded {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ded_ray")
+    except PackageNotFoundError:
+        return "(source)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The pipeline's steps: each runs its stage(s) into the run directory via `run_stage` and returns its output.
+
+Steps whose stage is not built yet raise `NotBuiltError`, so `ded run` stops there and says so plainly
+instead of inventing output.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ded_ray import schema as S
+from ded_ray.config import DEDConfig
+from ded_ray.io import read_all_problems
+from ded_ray.manifest import run_header
+from ded_ray.rundir import RunDir
+from ded_ray.runner import run_stage
+
+
+class NotBuiltError(RuntimeError):
+    """This step of the pipeline does not exist yet in this version of ded_ray."""
+
+
+def open_run(config: DEDConfig) -> RunDir:
+    run = RunDir(config.run.root, config.run.name)
+    previous = run.read_manifest()
+    header = run_header(config)
+    if previous and previous.get("config") != header["config"]:
+        # Resuming with another config would mix outputs of two experiments in one folder.
+        raise ValueError(
+            f"run directory {run.uri} was made with a different config; use another `run.name=...` "
+            "or delete the folder to start over"
+        )
+    run.update_manifest(**header)
+    return run
+
+
+def load_problems(run: RunDir, config: DEDConfig) -> pa.Table:
+    def build(_done: set[str]) -> pa.Table:
+        problems, rejected = read_all_problems(config.problems.sources)
+        counts = run.write_rejected("read", rejected)
+        run.update_manifest(read_rejected=counts)
+        return pa.Table.from_pandas(problems, schema=S.PROBLEM_SCHEMA, preserve_index=False)
+
+    return run_stage(run, 1, "problems", build, id_column=None, part_rows=config.run.part_rows)
+
+
+def _not_built(step: str, issue: str):
+    raise NotBuiltError(f"the {step} step is not built yet ({issue}); the run stopped after the steps before it")
+
+
+def choose_teacher(run: RunDir, config: DEDConfig) -> str:
+    if config.teacher != "auto":
+        return config.teacher
+    if len(config.teachers) == 1:
+        return config.teachers[0].name
+    _not_built("smoke test (teacher: auto)", "teacher selection on Ray Serve")
+
+
+def generate_rollouts(run, config, problems, teacher):
+    _not_built("rollout", "rollout generation on Ray Data")
+
+
+def verify_rollouts(run, config, rollouts):
+    _not_built("verify", "verification")
+
+
+def compress_questions(run, config, verified):
+    _not_built("pass-rate compression", "corpus curation")
+
+
+def select_diverse_rollouts(run, config, hard):
+    _not_built("diversity selection", "corpus curation")
+
+
+def build_corpus(run, config, diverse):
+    _not_built("corpus", "corpus curation")
+
+
+def train_student(run, config, corpus):
+    _not_built("train", "student fine-tuning")
+
+
+def evaluate_students(run, config, student):
+    _not_built("eval", "evaluation")
+
+
+def write_report(run, config):
+    _not_built("report", "the end-to-end report")
