@@ -103,8 +103,7 @@ def pairwise_distances(sequences: Sequence[Sequence], workers: int = -1) -> np.n
     if len(sequences) == 0:
         return np.zeros((0, 0))
     sequences = list(sequences)
-    dist = cdist(sequences, sequences, scorer=Levenshtein.normalized_distance, workers=workers)
-    dist = np.asarray(dist, dtype=np.float64)
+    dist = cdist(sequences, sequences, scorer=Levenshtein.normalized_distance, dtype=np.float64, workers=workers)
     np.fill_diagonal(dist, 0.0)
     return dist
 
