@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotBuiltError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_NOT_BUILT
+    except ConfigError as exc:
+        print(f"ded {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _version() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ded_ray import schema as S
-from ded_ray.config import DEDConfig
+from ded_ray.config import ConfigError, DEDConfig
 from ded_ray.io import read_all_problems
 from ded_ray.manifest import run_header
 from ded_ray.rundir import RunDir
@@ -24,14 +24,19 @@ def open_run(config: DEDConfig) -> RunDir:
     run = RunDir(config.run.root, config.run.name)
     previous = run.read_manifest()
     header = run_header(config)
-    if previous and previous.get("config") != header["config"]:
+    if previous and _experiment(previous.get("config")) != _experiment(header["config"]):
         # Resuming with another config would mix outputs of two experiments in one folder.
-        raise ValueError(
+        raise ConfigError(
             f"run directory {run.uri} was made with a different config; use another `run.name=...` "
             "or delete the folder to start over"
         )
     run.update_manifest(**header)
     return run
+
+
+def _experiment(config: dict | None) -> dict | None:
+    """The parts of a config that change results (where Ray runs does not)."""
+    return None if config is None else {k: v for k, v in config.items() if k != "ray"}
 
 
 def load_problems(run: RunDir, config: DEDConfig) -> pa.Table:

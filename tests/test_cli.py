@@ -1,0 +1,50 @@
+"""The `ded` command: help, unbuilt steps say so, and `ded run` writes a resumable run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ded_ray.cli import COMMANDS, EXIT_FAILED, main
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "ded_ray.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ["run", "smoke-test", "rollout", "verify", "curate", "train", "eval", "serve", "report", "bench"]:
+        assert name in out.stdout and name in COMMANDS
+
+
+def test_bad_override_is_a_clear_failure(capsys):
+    assert main(["run", "rollout.engin=hf"]) == EXIT_FAILED
+    assert "valid keys here" in capsys.readouterr().err
+
+
+def test_unbuilt_steps_exit_non_zero_with_a_message(capsys):
+    for name, (_help, handler, _args) in COMMANDS.items():
+        if handler is None:
+            assert main([name]) == 2
+            assert "not built yet" in capsys.readouterr().err
+
+
+def test_run_writes_manifest_and_resumes(tmp_path, ray_local, capsys):
+    args = ["run", f"run.root={tmp_path}", "run.name=t", "problems.sources.0.generated.per_family=3"]
+    first = main(args)
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert manifest["config"]["run"]["name"] == "t"
+    assert manifest["versions"]["ray"] and manifest["stages"]["problems"]["rows"] == 6
+    assert (tmp_path / "t" / "01_problems" / "_SUCCESS").exists()
+    capsys.readouterr()
+    second = main(args)
+    assert second == first
+    assert "reusing 6 rows" in capsys.readouterr().err
+
+
+def test_run_refuses_to_mix_configs_in_one_run_dir(tmp_path, ray_local, capsys):
+    base = ["run", f"run.root={tmp_path}", "run.name=t", "problems.sources.0.generated.per_family=2"]
+    main(base)
+    capsys.readouterr()
+    assert main(base + ["rollout.samples_per_question=9"]) == EXIT_FAILED
+    assert "different config" in capsys.readouterr().err
+    assert main(base + ["ray.num_cpus=1"]) != EXIT_FAILED  # where Ray runs is not part of the experiment
