@@ -1,0 +1,81 @@
+"""Scoring an evaluation: avg@k pass@1 with its standard error, per benchmark and per split.
+
+For each question i with k verified samples, p_i = correct_i / k. The score is mean(p_i) (pass@1
+averaged over k samples: the paper's avg@16) and its standard error is the sample standard deviation of
+the p_i divided by sqrt(n questions): questions are the unit of sampling, so this is the error bar that
+says how much the score would move on another draw of questions ("Adding Error Bars to Evals", Miller 2024).
+With k > 1 it also shrinks the within-question sampling noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from ded_ray import schema as S
+
+# Fields of a problem's `meta` that name a difficulty split, in order of preference.
+SPLIT_FIELDS = ("difficulty", "level")
+
+
+def score_samples(verified: pd.DataFrame) -> dict:
+    """Score verified samples of one benchmark: needs problem_id, verdict (and num_tokens when present)."""
+    if verified.empty:
+        return {"questions": 0, "samples": 0, "avg_at_k": None, "stderr": None}
+    correct = (verified[S.VERDICT] == "correct").astype(float)
+    per_question = correct.groupby(verified[S.PROBLEM_ID]).agg(["mean", "size"])
+    n = len(per_question)
+    mean = float(per_question["mean"].mean())
+    stderr = float(per_question["mean"].std(ddof=1) / math.sqrt(n)) if n > 1 else None
+    result = {
+        "questions": n,
+        "samples": int(len(verified)),
+        "k": int(per_question["size"].min()),
+        "avg_at_k": mean,
+        "stderr": stderr,
+        "statuses": verified[S.VERDICT].value_counts().to_dict(),
+    }
+    if S.NUM_TOKENS in verified.columns:
+        result["mean_tokens"] = float(verified[S.NUM_TOKENS].mean())
+    return result
+
+
+def score_benchmark(verified: pd.DataFrame) -> dict:
+    """`score_samples` overall plus one entry per difficulty split found in the problems' meta."""
+    result = score_samples(verified)
+    splits = _split_labels(verified)
+    if splits is not None:
+        result["splits"] = {
+            str(label): score_samples(verified[splits == label]) for label in sorted(splits.dropna().unique())
+        }
+    return result
+
+
+def _split_labels(verified: pd.DataFrame) -> pd.Series | None:
+    if S.META not in verified.columns:
+        return None
+    metas = verified[S.META].map(lambda m: json.loads(m) if isinstance(m, str) and m else {})
+    for field in SPLIT_FIELDS:
+        labels = metas.map(lambda m: m.get(field))
+        if labels.notna().any():
+            return labels.astype("string")
+    return None
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A markdown table: benchmark, questions, k, avg@k ± stderr, mean tokens (splits indented)."""
+    lines = ["| benchmark | questions | k | avg@k (pass@1) | ± stderr | mean tokens |", "|---|---|---|---|---|---|"]
+
+    def row(name: str, r: dict) -> str:
+        avg = "-" if r.get("avg_at_k") is None else f"{100 * r['avg_at_k']:.1f}%"
+        err = "-" if r.get("stderr") is None else f"{100 * r['stderr']:.1f}"
+        tokens = "-" if r.get("mean_tokens") is None else f"{r['mean_tokens']:.0f}"
+        return f"| {name} | {r.get('questions', 0)} | {r.get('k', '-')} | {avg} | {err} | {tokens} |"
+
+    for name, result in results.items():
+        lines.append(row(name, result))
+        for split, sub in result.get("splits", {}).items():
+            lines.append(row(f"  {name} / {split}", sub))
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""avg@k pass@1 and its standard error, checked against hand arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from ded_ray import schema as S
+from ded_ray.evaluate import format_table, score_benchmark, score_samples
+
+
+def _samples(per_question: dict[str, list[str]], meta: dict[str, dict] | None = None) -> pd.DataFrame:
+    rows = []
+    for pid, verdicts in per_question.items():
+        for v in verdicts:
+            rows.append({S.PROBLEM_ID: pid, S.VERDICT: v, S.NUM_TOKENS: 10,
+                         S.META: json.dumps((meta or {}).get(pid, {}))})
+    return pd.DataFrame(rows)
+
+
+def test_avg_at_k_and_stderr_by_hand():
+    df = _samples({"a": ["correct", "correct", "wrong", "wrong"],      # 0.5
+                   "b": ["correct"] * 4,                               # 1.0
+                   "c": ["wrong", "unparsable", "timeout", "wrong"]})  # 0.0
+    r = score_samples(df)
+    assert r["questions"] == 3 and r["k"] == 4 and r["samples"] == 12
+    assert r["avg_at_k"] == pytest.approx(0.5)
+    # sample std of (0.5, 1, 0) is 0.5; / sqrt(3)
+    assert r["stderr"] == pytest.approx(0.5 / math.sqrt(3))
+    assert r["statuses"] == {"wrong": 4, "correct": 6, "unparsable": 1, "timeout": 1}
+
+
+def test_unparsable_counts_as_not_correct_but_is_reported():
+    r = score_samples(_samples({"a": ["unparsable", "correct"]}))
+    assert r["avg_at_k"] == 0.5 and r["stderr"] is None and r["statuses"]["unparsable"] == 1
+
+
+def test_splits_from_meta():
+    df = _samples({"a": ["correct"], "b": ["wrong"], "c": ["correct"]},
+                  meta={"a": {"difficulty": "easy"}, "b": {"difficulty": "hard"}, "c": {"difficulty": "easy"}})
+    r = score_benchmark(df)
+    assert r["splits"]["easy"]["avg_at_k"] == 1.0 and r["splits"]["hard"]["avg_at_k"] == 0.0
+    table = format_table({"lcb": r})
+    assert "| lcb | 3 | 1 | 66.7% |" in table and "lcb / hard" in table
+
+
+def test_empty():
+    assert score_samples(pd.DataFrame(columns=[S.PROBLEM_ID, S.VERDICT]))["avg_at_k"] is None
