@@ -1,0 +1,468 @@
+"""The sandbox runner: the process `sandbox.py` starts for one untrusted program (stdlib only, run by path).
+
+It reads one job (JSON on stdin: code, tests, limits, workdir), confines itself, then runs each test in a
+forked child and prints one JSON report line on stdout. Confinement, in order (each step is recorded in
+`isolation`; a step the platform refuses is skipped and named in `isolation_missing`):
+
+1. mount namespace (private propagation, so nothing leaks to the host): the whole file tree is remounted
+   read-only, a fresh size-limited tmpfs is mounted on the work directory, and the invoking user's home
+   (e.g. /root with ~/.ray, tokens) is covered by an empty tmpfs; only the Python installation inside it,
+   if any, is bound back (read-only) so the interpreter keeps working.
+2. network + PID namespaces: no interface but a down loopback, so every connect fails; the runner's first
+   child is PID 1 of the namespace, and when it exits the kernel kills every process left inside.
+3. an unprivileged identity: started as root, the runner switches to a uid of its own (1,000,000 + its
+   pid, unique among live runs), so RLIMIT_NPROC applies (root ignores it) and caps the fork bomb without
+   touching other runs, and no root-owned file is writable; started as a normal user, it enters a user
+   namespace instead and caps NPROC at its current process count plus the limit.
+4. per test child: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, no core files, its own process
+   group, stdin from a file, stdout/stderr to files, every other descriptor closed, no_new_privs.
+
+The host side adds: a scrubbed environment (HOME and TMPDIR = the work directory) and a wall-clock limit
+that kills the whole process group.
+
+Also imported by `code.py` for `compare_stdout` / `compare_values` (LiveCodeBench-style output comparison).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+from decimal import Decimal, InvalidOperation
+
+# --- output comparison (LiveCodeBench style) -----------------------------------------------------------
+
+FLOAT_REL_TOL = 1e-6  # tokens written with a '.' or an exponent compare with this relative tolerance
+FLOAT_ABS_TOL = 1e-9
+
+
+def _tokens_equal(got: str, want: str) -> bool:
+    if got == want:
+        return True
+    try:
+        a, b = Decimal(got), Decimal(want)
+    except (InvalidOperation, ValueError):
+        return False
+    if a == b:
+        return True
+    # Tolerance only for real-valued tokens: "1000000" vs "1000001" must stay different.
+    if any(c in token for token in (got, want) for c in ".eE"):
+        fa, fb = float(a), float(b)
+        return math.isclose(fa, fb, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
+    return False
+
+
+def compare_stdout(got: str, want: str) -> tuple[bool, str]:
+    """Whitespace-tolerant, line-by-line comparison; numbers compare as decimals (floats with tolerance)."""
+    got_lines = [line.strip() for line in got.strip().splitlines()]
+    want_lines = [line.strip() for line in want.strip().splitlines()]
+    if len(got_lines) != len(want_lines):
+        return False, f"expected {len(want_lines)} lines, got {len(got_lines)}"
+    for n, (g, w) in enumerate(zip(got_lines, want_lines)):
+        if g == w:
+            continue
+        gt, wt = g.split(), w.split()
+        if len(gt) != len(wt) or not all(_tokens_equal(a, b) for a, b in zip(gt, wt)):
+            return False, f"line {n + 1}: expected {w[:80]!r}, got {g[:80]!r}"
+    return True, ""
+
+
+def compare_values(got, want) -> bool:
+    """Return-value comparison: tuples as lists (JSON has no tuples), floats with tolerance."""
+    if isinstance(got, tuple):
+        got = list(got)
+    if isinstance(want, tuple):
+        want = list(want)
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got is want or (type(got) is type(want) and got == want)
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
+        if isinstance(got, float) or isinstance(want, float):
+            return math.isclose(got, want, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
+        return got == want
+    if isinstance(got, list) and isinstance(want, list):
+        return len(got) == len(want) and all(compare_values(a, b) for a, b in zip(got, want))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(compare_values(got[k], want[k]) for k in got)
+    return got == want
+
+
+# --- confinement ---------------------------------------------------------------------------------------
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_NO_NEW_PRIVS = 38
+SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}.get(os.uname().machine)
+MOUNT_ATTR_RDONLY, AT_FDCWD, AT_RECURSIVE = 1, -100, 0x8000
+UID_BASE = 1_000_000  # sandbox uids: UID_BASE + runner pid; far above any real account
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def _mount(source, target: str, fstype, flags: int, data=None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _readonly_tree(path: str) -> None:
+    if SYS_MOUNT_SETATTR is None:
+        raise OSError("mount_setattr number unknown on this architecture")
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE, ctypes.byref(attr),
+                         ctypes.sizeof(attr)), f"mount_setattr(ro) {path}")
+
+
+def _hide_dir(hidden: str, expose: list[str], stage: str) -> None:
+    """Cover `hidden` with an empty read-only tmpfs; bind the paths in `expose` (inside it) back."""
+    keep = [p for p in expose if p.startswith(hidden.rstrip("/") + "/") and os.path.isdir(p)]
+    staged = []
+    for n, path in enumerate(keep):  # park each kept tree before the cover hides it
+        spot = os.path.join(stage, f"keep{n}")
+        os.mkdir(spot)
+        _mount(path, spot, None, MS_BIND | MS_REC)
+        staged.append((spot, path))
+    _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for spot, path in staged:
+        os.makedirs(path, exist_ok=True)
+        _mount(spot, path, None, MS_BIND | MS_REC)
+        _check(_libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
+        os.rmdir(spot)
+    _mount(None, hidden, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _write_id_maps(uid: int, gid: int) -> None:
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"0 {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"0 {gid} 1")
+
+
+def _count_own_processes(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                continue
+    return count
+
+
+def confine(job: dict) -> tuple[list[str], list[str], int | None]:
+    """Apply namespaces, mounts and identity; returns (isolation steps, missing steps, sandbox uid)."""
+    done: list[str] = []
+    missing: list[str] = []
+    workdir = job["workdir"]
+    as_root = os.geteuid() == 0
+    sandbox_uid = UID_BASE + os.getpid() if as_root else None
+    outer_uid, outer_gid = os.getuid(), os.getgid()
+    in_userns = False
+
+    if not sys.platform.startswith("linux"):
+        return done, ["namespaces (not Linux)", "unprivileged uid"], None
+    try:
+        if as_root:
+            _unshare(CLONE_NEWNS)
+        else:
+            _unshare(CLONE_NEWUSER | CLONE_NEWNS)
+            _write_id_maps(outer_uid, outer_gid)
+            in_userns = True
+            done.append("userns")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        done.append("mntns")
+    except OSError as exc:
+        missing.append(f"mntns ({exc.strerror})")
+    if "mntns" in done:
+        try:
+            _readonly_tree("/")
+            done.append("ro-root")
+        except OSError as exc:
+            missing.append(f"ro-root ({exc.strerror})")
+        try:
+            owner = f",uid={sandbox_uid},gid={sandbox_uid}" if as_root else ""
+            _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV,
+                   f"size={int(job['tmpfs_mb'])}m,mode=0700{owner}")
+            done.append(f"tmpfs-workdir({int(job['tmpfs_mb'])}m)")
+        except OSError as exc:
+            missing.append(f"tmpfs-workdir ({exc.strerror})")
+        for hidden in job.get("hide", []):
+            if os.path.isdir(hidden) and not workdir.startswith(hidden.rstrip("/") + "/"):
+                try:
+                    os.makedirs(os.path.join(workdir, ".stage"), exist_ok=True)
+                    _hide_dir(hidden, job.get("expose", []), os.path.join(workdir, ".stage"))
+                    done.append(f"hidden:{hidden}")
+                except OSError as exc:
+                    missing.append(f"hide {hidden} ({exc.strerror})")
+    if as_root and "tmpfs-workdir" not in " ".join(done):
+        os.chown(workdir, sandbox_uid, sandbox_uid)  # the host-made directory becomes the sandbox's
+    try:
+        _unshare(CLONE_NEWNET | CLONE_NEWPID if (as_root or in_userns) else
+                 CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)
+        done += ["netns", "pidns"]
+    except OSError as exc:
+        missing.append(f"netns+pidns ({exc.strerror})")
+    nproc = int(job["nproc"])
+    if as_root:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        os.setgroups([])
+        os.setgid(sandbox_uid)
+        os.setuid(sandbox_uid)
+        done.append(f"uid={sandbox_uid}")
+    else:
+        # RLIMIT_NPROC counts all of this user's processes: allow what already runs plus the budget.
+        allowed = _count_own_processes(outer_uid) + nproc
+        resource.setrlimit(resource.RLIMIT_NPROC, (allowed, allowed))
+        missing.append("unprivileged uid (not started as root: runs as the invoking user)")
+    done.append(f"nproc={nproc}")
+    try:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
+        done.append("no_new_privs")
+    except OSError as exc:
+        missing.append(f"no_new_privs ({exc.strerror})")
+    return done, missing, sandbox_uid
+
+
+# --- running one test in a child -----------------------------------------------------------------------
+
+PRELUDE = (  # what LeetCode's Python 3 environment imports for a solution; pow stays the builtin
+    "from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
+    "from itertools import *\nfrom functools import *\nfrom math import *\nfrom string import *\n"
+    "import math, heapq, bisect, itertools, functools, collections, string, re, sys, json, random\n"
+    "import builtins as _b\npow = _b.pow\ndel _b\n"
+)
+
+
+def _limit_child(job: dict) -> None:
+    cpu = int(math.ceil(job["cpu_s"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    memory = int(job["memory_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    fsize = int(job["fsize_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _short(value, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _run_test_in_child(job: dict, test: dict, report_fd: int) -> None:
+    """Body of the forked child: run the program on one test, write one JSON record to `report_fd`."""
+    def report(record: dict) -> None:
+        os.write(report_fd, json.dumps(record).encode()[:3900])
+
+    kind = test["type"]
+    namespace = {"__name__": "__main__" if kind == "stdin" else "solution", "__builtins__": __builtins__}
+    try:
+        if kind != "stdin":
+            exec(PRELUDE, namespace)
+        exec(compile(job["code"], "solution.py", "exec"), namespace)
+        if kind == "stdin":
+            report({"ok": True})
+            return
+        if kind == "functional":
+            raw_args = test["input"]
+            if isinstance(raw_args, str):
+                args = [json.loads(line) for line in raw_args.split("\n") if line.strip()]
+            else:
+                args = list(raw_args) if isinstance(raw_args, (list, tuple)) else [raw_args]
+            want = json.loads(test["output"]) if isinstance(test["output"], str) else test["output"]
+            name = test["fn_name"]
+            if isinstance(namespace.get("Solution"), type):
+                target = getattr(namespace["Solution"](), name)
+            else:
+                target = namespace[name]
+            got = target(*args)
+            if compare_values(got, want):
+                report({"ok": True})
+            else:
+                report({"ok": False, "why": f"expected {_short(want)}, got {_short(got)}"})
+            return
+        if kind == "assert":
+            exec(compile(test["code"], "tests.py", "exec"), namespace)
+            entry = test.get("entry_point")
+            if entry and callable(namespace.get("check")):
+                namespace["check"](eval(entry, namespace))  # noqa: S307 - inside the sandbox
+            report({"ok": True})
+            return
+        report({"ok": False, "why": f"unknown test type {kind!r}", "error": True})
+    except SystemExit as exc:
+        if kind == "stdin" and exc.code in (None, 0):
+            report({"ok": True})
+        else:
+            report({"ok": False, "why": f"SystemExit({exc.code!r})"})
+    except AssertionError:
+        frame = traceback.extract_tb(sys.exc_info()[2])[-1]
+        report({"ok": False, "why": f"assertion failed: {frame.line!s:.200}"})
+    except BaseException as exc:  # noqa: BLE001 - the program's own failure is a test result
+        report({"ok": False, "why": f"{type(exc).__name__}: {str(exc)[:200]}"})
+
+
+def _wait(pid: int, deadline: float) -> int | None:
+    """Wait for `pid` until `deadline` (monotonic); its wait status, or None on timeout."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if pidfd is not None:
+                os.close(pidfd)
+            return status
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if pidfd is not None:
+                os.close(pidfd)
+            return None
+        if pidfd is not None:
+            select.select([pidfd], [], [], remaining)
+        else:
+            time.sleep(min(remaining, 0.002))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
+    """Fork a child for one test and turn what it did into {status, detail, ms}."""
+    workdir = job["workdir"]
+    stdin_path = os.path.join(workdir, f".stdin{index}")
+    stdout_path = os.path.join(workdir, f".stdout{index}")
+    with open(stdin_path, "w") as f:
+        f.write(test.get("input", "") if test["type"] == "stdin" else "")
+    read_end, write_end = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: becomes the untrusted program
+        try:
+            os.close(read_end)
+            os.setpgid(0, 0)
+            os.dup2(write_end, 3)
+            stdin = os.open(stdin_path, os.O_RDONLY)
+            stdout = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            stderr = os.open(os.path.join(workdir, f".stderr{index}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                             0o600)
+            os.dup2(stdin, 0)
+            os.dup2(stdout, 1)
+            os.dup2(stderr, 2)
+            os.closerange(4, 65536)
+            sys.stdin = open(0, "r", closefd=False)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            _limit_child(job)
+            _run_test_in_child(job, test, 3)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    status = _wait(pid, deadline)
+    ms = (time.monotonic() - started) * 1000
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the child and whatever it left in its group
+    except (ProcessLookupError, PermissionError):
+        pass
+    if status is None:
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        return {"status": "timeout", "detail": f"wall-clock limit ({job['timeout_s']:g} s for all tests)",
+                "ms": ms}
+    raw = _read_all(read_end)
+    os.close(read_end)
+    try:
+        record = json.loads(raw.decode()) if raw else None
+    except ValueError:
+        record = None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig in (signal.SIGXCPU, signal.SIGKILL) and record is None:
+            return {"status": "timeout", "detail": f"CPU-time limit ({job['cpu_s']:g} s, signal {sig})",
+                    "ms": ms}
+        if sig == signal.SIGXFSZ:
+            return {"status": "wrong", "detail": f"output exceeded {job['fsize_mb']} MiB", "ms": ms}
+        return {"status": "wrong", "detail": f"killed by signal {sig}", "ms": ms}
+    if record is None:
+        return {"status": "wrong", "detail": "the program ended before the harness could finish "
+                "(os._exit or a crash)", "ms": ms}
+    if not record.get("ok"):
+        return {"status": "error" if record.get("error") else "wrong", "detail": record.get("why", ""),
+                "ms": ms}
+    if test["type"] == "stdin":
+        with open(stdout_path, errors="replace") as f:
+            got = f.read(int(job["fsize_mb"]) * 1024 * 1024)
+        ok, why = compare_stdout(got, test.get("output", ""))
+        if not ok:
+            return {"status": "wrong", "detail": f"wrong output: {why}", "ms": ms}
+    return {"status": "passed", "detail": "", "ms": ms}
+
+
+def run_all(job: dict, isolation: list[str], missing: list[str]) -> dict:
+    started = time.monotonic()
+    deadline = started + float(job["timeout_s"])
+    results = []
+    for index, test in enumerate(job["tests"]):
+        if time.monotonic() >= deadline:
+            results.append({"status": "timeout", "detail": "no time left for this test", "ms": 0.0})
+            break
+        result = run_one(job, index, test, deadline)
+        results.append(result)
+        if result["status"] != "passed":
+            break  # the verdict is decided; skip the remaining tests
+    return {"results": results, "total": len(job["tests"]), "isolation": isolation,
+            "isolation_missing": missing}
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    isolation, missing, _ = confine(job)
+    out = os.dup(1)
+    pid = os.fork()  # in a new PID namespace this child is its PID 1: its exit kills every leftover
+    if pid == 0:
+        try:
+            report = run_all(job, isolation, missing)
+            os.write(out, (json.dumps(report) + "\n").encode())
+        except BaseException as exc:  # noqa: BLE001 - a runner failure must reach the host as "error"
+            os.write(out, (json.dumps({"runner_error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status) if status else 0)
+
+
+if __name__ == "__main__":
+    main()
