@@ -10,7 +10,8 @@ import argparse
 import sys
 from typing import Callable
 
-from ded_ray.config import ConfigError, DEDConfig, load_config
+from ded_ray.config import DEDConfig, load_config
+from ded_ray.errors import UserError
 
 EXIT_FAILED = 1
 EXIT_NOT_BUILT = 2
@@ -21,6 +22,22 @@ def _cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
 
     run_pipeline(config)
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace, config: DEDConfig) -> int:
+    from pathlib import Path
+
+    from ded_ray.bench.suite import markdown_table, run_benchmarks
+
+    names = [o for o in args.overrides if "=" not in o]  # `ded bench rollout verify`
+    rows = run_benchmarks(names, quick=args.quick, out_dir=Path(args.out))
+    print(markdown_table(rows))
+    return 0
+
+
+def _bench_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="smaller cases: a smoke run of the suite")
+    parser.add_argument("--out", default="bench", help="folder for bench.md and bench.json (default: bench/)")
 
 
 # name -> (one-line help, handler or None when the step is not built yet, extra-argument adder)
@@ -36,7 +53,7 @@ COMMANDS: dict[str, tuple[str, Handler | None, Callable[[argparse.ArgumentParser
     "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", None, None),
     "report": ("write report.html for a run directory", None, None),
     "ablate": ("train on the corpus after each curation step and compare", None, None),
-    "bench": ("run stage benchmarks and write a table (markdown + json)", None, None),
+    "bench": ("run stage benchmarks and write a table (markdown + json)", _cmd_bench, _bench_args),
 }
 
 
@@ -49,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _handler, add_args) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--config", help="YAML config path or shipped config name (default: demo.yaml)")
-        sub.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+        sub.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                         help="config overrides" + ("; for bench also the benchmark names to run" if name == "bench" else ""))
         if add_args is not None:
             add_args(sub)
     return parser
@@ -66,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ded {args.command}: this step is not built yet in ded_ray {_version()}.", file=sys.stderr)
         return EXIT_NOT_BUILT
     try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
+        config = load_config(args.config, [o for o in args.overrides if "=" in o or args.command != "bench"])
+    except UserError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     from ded_ray.steps import NotBuiltError
@@ -77,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotBuiltError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_NOT_BUILT
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

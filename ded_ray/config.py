@@ -15,10 +15,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ded_ray.errors import UserError
+
 DEFAULT_CONFIG = "demo.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid; the message says which key and how to fix it."""
 
 
@@ -188,24 +190,57 @@ class CurateConfig(Section):
 
 
 class TrainConfig(Section):
-    num_workers: int = 1
+    """Student SFT on Ray Train (ded_ray/train). Batch sizes count samples; lengths count tokens."""
+
+    num_workers: int = Field(1, ge=1)  # data-parallel ranks (GPUs, or CPU processes)
     use_gpu: bool = False
+    num_cpus_per_worker: float = 1.0  # CPU cores reserved per worker; torch uses that many threads
     strategy: Literal["ddp", "deepspeed"] = "ddp"
-    zero_stage: Literal[0, 1, 2, 3] = 0
-    offload_optimizer: bool = False
+    zero_stage: Literal[0, 1, 2, 3] = 0  # deepspeed only
+    offload_optimizer: bool = False  # ZeRO-Offload: optimizer states in host memory (GPU runs only)
+    offload_params: bool = False  # ZeRO-3 only: parameters in host memory too
     bf16: bool = False
     gradient_checkpointing: bool = False
-    max_seq_len: int = 1024
+    # auto: flash_attention_2 on GPU when flash-attn is installed (varlen packing), else sdpa (block mask)
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    max_seq_len: int = Field(1024, ge=8)  # prompt + response tokens per sample
     truncate: bool = False  # False: over-long samples are rejected with a reason
     packing: bool = True
+    pack_tokens: int | None = None  # tokens per packed micro-batch; None = micro_batch_size * max_seq_len
     learning_rate: float = 1e-5
-    warmup_ratio: float = 0.05
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"  # our choice (paper: unspecified)
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
     weight_decay: float = 0.0
-    epochs: int = 1
-    global_batch_size: int = 8  # samples per optimizer step, across workers and accumulation
-    micro_batch_size: int = 4
-    max_failures: int = 1
+    max_grad_norm: float = 1.0  # our choice (LLaMA-Factory's default; paper: unspecified)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
+    global_batch_size: int = Field(8, ge=1)  # samples per optimizer step, across workers and accumulation
+    micro_batch_size: int = Field(4, ge=1)  # samples per forward pass when padding
+    shuffle: bool = True  # shuffle the corpus once, with `seed`
+    seed: int = 0
+    max_failures: int = 1  # worker failures Ray Train recovers from (resuming at the last checkpoint)
     checkpoint_every_steps: int | None = None  # None = at each epoch end
+    keep_checkpoints: int | None = 2  # newest checkpoints kept on storage; None = all
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.global_batch_size % self.num_workers:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be a multiple of num_workers {self.num_workers}"
+            )
+        if self.pack_tokens is not None and self.pack_tokens < self.max_seq_len:
+            raise ValueError(f"pack_tokens {self.pack_tokens} must be >= max_seq_len {self.max_seq_len}")
+        if (self.offload_optimizer or self.offload_params) and not (self.use_gpu and self.strategy == "deepspeed"):
+            raise ValueError("offload_optimizer/offload_params need strategy=deepspeed and use_gpu=true "
+                             "(on CPU every state already lives in host memory)")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage=3")
+        return self
+
+    @property
+    def packed_tokens(self) -> int:
+        """Token budget of one packed micro-batch."""
+        return self.pack_tokens or self.micro_batch_size * self.max_seq_len
 
 
 class BenchmarkConfig(Section):

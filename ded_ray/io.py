@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ded_ray import schema as S
 from ded_ray.config import ProblemSource
+from ded_ray.errors import UserError
 
 # Where our columns are usually found when the source names them differently (first match wins).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -32,7 +33,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 RAW_ROW = "raw"  # rejected rows keep the source row (as JSON text) under this column
 
 
-class ProblemReadError(ValueError):
+class ProblemReadError(UserError, ValueError):
     """The source as a whole cannot be read (missing file, unknown format); names the source."""
 
 

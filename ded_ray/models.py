@@ -21,9 +21,10 @@ import importlib.util
 from pathlib import Path
 
 from ded_ray.cache import cache_dir
+from ded_ray.errors import UserError
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """The model cannot be found offline; the message says how to make it available."""
 
 
