@@ -265,3 +265,18 @@ def test_stage_through_ray_groupby(ray_local):
     assert list(merge[S.REJECT_REASON].fillna("")) == list(expected[S.REJECT_REASON].fillna(""))
     assert np.allclose(merge[S.DIVERSITY_MIN_DISTANCE].astype(float).fillna(-1),
                        expected[S.DIVERSITY_MIN_DISTANCE].fillna(-1))
+
+
+# --- the benchmark's reference implementations ------------------------------------------------------------
+
+
+def test_bench_reference_dp_agrees_with_rapidfuzz():
+    from ded_ray.bench.diversity import python_dp_distance, synthetic_question
+
+    texts = synthetic_question(5, 40, seed=3)
+    seqs = to_sequences(texts)
+    fast = pairwise_distances(seqs, workers=1)
+    slow = np.array([[python_dp_distance(a, b) for b in seqs] for a in seqs])
+    assert np.allclose(fast, slow)
+    assert 0.1 < fast[np.triu_indices(5, 1)].mean() < 0.9  # mutations of one base: related, not identical
+    assert python_dp_distance("kitten", "sitting") == pytest.approx(3 / 7)

@@ -132,7 +132,7 @@ class DecontaminateStage(Stage):
     @classmethod
     def from_config(cls, cfg, eval_items: pd.DataFrame) -> "DecontaminateStage":
         """Build from `config.DecontamConfig` and the loaded rows of its `eval_sets`."""
-        return cls(eval_items, ngram=cfg.ngram)
+        return cls(eval_items, ngram=cfg.ngram, min_words=cfg.min_words)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         self.check_columns(batch)
