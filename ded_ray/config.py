@@ -160,26 +160,32 @@ class VerifyConfig(Section):
 
 
 class PassRateConfig(Section):
+    # The paper gives neither k nor the threshold (PAPER.md §1.3). Ours: k = 4 student rollouts with the
+    # student's sampling; with threshold 0.75 only questions solved 4/4 are dropped as too easy.
     enabled: bool = True
     k: int = Field(4, ge=1)  # student rollouts per question
     threshold: float = Field(0.75, ge=0.0, le=1.0)  # drop questions with pass_rate > threshold
 
 
 class DiversityConfig(Section):
+    # The paper: "Levenshtein distance … farthest P responses" only (§1.4). Ours: normalised distance,
+    # greedy max-min; P = 4 matches its implied ~4 responses per question (965 / 237).
     per_question: int = Field(4, ge=1)  # P
-    unit: Literal["token", "char"] = "token"
-    compare: Literal["think", "response"] = "response"
+    unit: Literal["token", "char"] = "token"  # token ids (student tokenizer) are ~4x shorter than chars
+    compare: Literal["think", "response"] = "response"  # "think": only the <think>…</think> part
 
 
 class MixConfig(Section):
-    quotas: dict[str, int] = Field(default_factory=dict)  # domain -> max trajectories; empty = keep all
-    by: Literal["trajectory", "question"] = "trajectory"
-    seed: int = 0
+    quotas: dict[str, int] = Field(default_factory=dict)  # domain -> max rows (or questions); empty = keep all
+    by: Literal["trajectory", "question"] = "trajectory"  # what a quota counts
+    seed: int = 0  # the seeded choice of which rows fill a quota
 
 
 class DecontamConfig(Section):
+    # The paper does no decontamination; we reject training questions sharing an n-word run with an eval item.
     eval_sets: list[ProblemSource] = Field(default_factory=list)
-    ngram: int = Field(13, ge=1)
+    ngram: int = Field(13, ge=1)  # words; 8 flags shared boilerplate in MATH ("relatively prime positive integers")
+    min_words: int = Field(8, ge=1)  # a text under this many words is contaminated only if identical to an eval item
 
 
 class CurateConfig(Section):
