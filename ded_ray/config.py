@@ -157,6 +157,11 @@ class VerifyConfig(Section):
     batch_size: int = 64
     judge_endpoint: str | None = None  # optional LLM-as-judge for unparsable/wrong math; off by default
     judge_model: str | None = None
+    judge_api_key_env: str | None = None  # env var holding the judge's API key (never the key itself)
+    math_workers: int = Field(1, ge=1)  # math-verify processes per verify actor
+    code_workers: int = Field(1, ge=1)  # sandboxed programs run at once per verify actor
+    code_memory_mb: int = Field(2048, ge=64)  # address space per test process
+    code_nproc: int = Field(64, ge=4)  # processes + threads one sandboxed program may hold
 
 
 class PassRateConfig(Section):

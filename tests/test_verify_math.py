@@ -1,0 +1,162 @@
+"""Math verification: answer extraction, math-verify equivalence in worker processes, hard timeouts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ded_ray.schema import VERDICT_STATUSES
+from ded_ray.verifiers.math import MathVerifierPool, extract_answer, verify_math, verify_math_batch
+
+
+def wrap(gold: str) -> str:
+    """A gold answer written the way a model would end its response."""
+    return f"<think>\nLet me work it out.\n</think>\nWorking through the algebra, so the answer is $\\boxed{{{gold}}}$."
+
+
+def load(shared_data, name: str) -> list[dict]:
+    path = {"math500": "math500/math500.jsonl", "aime2024": "aime2024/aime2024.jsonl",
+            "aime2025": "aime2025/aime2025.jsonl"}[name]
+    return [json.loads(line) for line in (shared_data / path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with MathVerifierPool(workers=2, timeout_s=10.0) as p:
+        yield p
+
+
+# --- extraction ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("<think>maybe \\boxed{1}</think> The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("first \\boxed{2} then \\boxed{\\sqrt{3}}", "\\sqrt{3}"),
+        ("nested: $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("So the final answer is $x = 3$.", "x = 3"),
+        ("Answer: 42", "42"),
+        ("\\fbox{7}", "7"),
+        ("The result is \\boxed 5 indeed", "5"),
+        ("I am not sure.", None),
+        ("<think>the answer is 3</think>", None),  # thinking only: no final answer after </think>
+        ("", None),
+    ],
+)
+def test_extract_answer(response, expected):
+    assert extract_answer(response) == expected
+
+
+# --- equivalence ---------------------------------------------------------------------------------------
+
+EQUIVALENT = [  # (gold, a different but equivalent way a model writes it)
+    ("\\frac{1}{2}", "0.5"),
+    ("\\frac{1}{2}", "\\dfrac{1}{2}"),
+    ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("[0, 1)", "[0,1)"),
+    ("(1, 2)", "(1,2)"),
+    ("\\{1, 2\\}", "\\{2, 1\\}"),
+    ("50\\%", "50"),
+    ("10\\text{ cm}", "10"),
+    ("3", "x = 3"),
+    ("90^\\circ", "90"),
+    ("\\text{(C)}", "C"),
+    ("1,000", "1000"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\pi/2)"),
+]
+DIFFERENT = [("3", "4"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("(1, 2)", "(2, 1)"), ("[0, 1)", "(0, 1)"),
+             ("2\\sqrt{2}", "2\\sqrt{3}"), ("\\{1, 2\\}", "\\{1, 3\\}")]
+
+
+def test_equivalent_forms_are_correct(pool):
+    verdicts = pool.verify_many([(wrap(answer), gold) for gold, answer in EQUIVALENT])
+    assert [v.status for v in verdicts] == ["correct"] * len(EQUIVALENT), [
+        (g, a, v.detail) for (g, a), v in zip(EQUIVALENT, verdicts) if v.status != "correct"]
+
+
+def test_different_answers_are_wrong(pool):
+    verdicts = pool.verify_many([(wrap(answer), gold) for gold, answer in DIFFERENT])
+    assert [v.status for v in verdicts] == ["wrong"] * len(DIFFERENT)
+
+
+def test_no_answer_is_unparsable_not_wrong(pool):
+    verdict = pool.verify_many([("I could not solve it.", "3")])[0]
+    assert verdict.status == "unparsable" and verdict.extracted_answer is None
+
+
+def test_verify_math_single_call():
+    verdict = verify_math(wrap("\\frac{3}{4}"), "0.75")
+    assert verdict.status == "correct" and verdict.extracted_answer == "\\frac{3}{4}" and verdict.elapsed_ms > 0
+
+
+# --- real data -----------------------------------------------------------------------------------------
+
+
+def test_every_math500_gold_verifies_correct(shared_data, pool):
+    rows = load(shared_data, "math500")
+    assert len(rows) == 500
+    verdicts = pool.verify_many([(wrap(r["answer"]), r["answer"]) for r in rows])
+    failures = [(r["unique_id"], r["answer"], v.status, v.detail) for r, v in zip(rows, verdicts)
+                if v.status != "correct"]
+    assert failures == []
+
+
+def test_every_aime_gold_verifies_correct(shared_data, pool):
+    rows = load(shared_data, "aime2024") + load(shared_data, "aime2025")
+    assert len(rows) == 60
+    verdicts = pool.verify_many([(wrap(r["answer"]), r["answer"]) for r in rows])
+    assert [v.status for v in verdicts] == ["correct"] * 60
+
+
+def test_plainly_wrong_answers_verify_wrong(shared_data, pool):
+    """Integer golds (all AIME, the integer MATH-500 ones) answered with gold + 1, and swapped golds."""
+    rows = load(shared_data, "aime2024") + load(shared_data, "aime2025")
+    rows += [r for r in load(shared_data, "math500") if r["answer"].strip().isdigit()]
+    items = [(wrap(str(int(r["answer"]) + 1)), r["answer"]) for r in rows]
+    math500 = load(shared_data, "math500")
+    fractions = [r["answer"] for r in math500 if r["answer"].startswith("\\frac")][:20]
+    items += [(wrap(fractions[i]), fractions[i + 1]) for i in range(len(fractions) - 1)
+              if fractions[i] != fractions[i + 1]]
+    verdicts = pool.verify_many(items)
+    assert len(items) > 150
+    assert [(g, v.status) for (_, g), v in zip(items, verdicts) if v.status != "wrong"] == []
+
+
+# --- never hang ----------------------------------------------------------------------------------------
+
+PATHOLOGICAL = [
+    "10^{10^{10}}",
+    "9^{9^{9^{9}}}",
+    "+".join(["x^{2}"] * 8000),  # a ~50k-character answer
+    "(10^{10^{10}})!",
+    "10^{10^{10}} - 10^{10^{10}} + 1",
+]
+
+
+@pytest.mark.parametrize("answer", PATHOLOGICAL[:3], ids=["tower", "power-tower", "50k-chars"])
+def test_pathological_answer_times_out_and_worker_is_replaced(answer):
+    with MathVerifierPool(workers=1, timeout_s=1.0) as p:
+        verdict = p.verify_many([(wrap(answer), "5")])[0]
+        assert verdict.status == "timeout", verdict
+        assert p.replaced == 1
+        # the replacement worker is healthy
+        assert p.verify_many([(wrap("5"), "5")])[0].status == "correct"
+
+
+def test_thousand_items_with_five_pathological_ones_finish_with_five_timeouts(shared_data):
+    golds = [r["answer"] for r in load(shared_data, "math500")]
+    items = [(wrap(golds[i % len(golds)]), golds[i % len(golds)]) for i in range(995)]
+    for n, answer in enumerate(PATHOLOGICAL):
+        items.insert(100 + 180 * n, (wrap(answer), "5"))
+    started = time.monotonic()
+    verdicts = verify_math_batch(items, timeout_s=1.0, workers=2)
+    elapsed = time.monotonic() - started
+    statuses = [v.status for v in verdicts]
+    assert len(verdicts) == 1000 and set(statuses) <= set(VERDICT_STATUSES)
+    assert [i for i, s in enumerate(statuses) if s == "timeout"] == [100 + 180 * n for n in range(5)]
+    assert statuses.count("correct") == 995
+    # Not a speed check: a hang guard. A hung check would never return; bounded means finite and sane.
+    assert elapsed < 600
