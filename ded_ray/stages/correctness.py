@@ -51,8 +51,8 @@ def reject_incorrect(batch: pd.DataFrame) -> pd.DataFrame:
     batch = mark_rejected(batch, verdict.isna(), UNVERIFIED, "no verdict")
     for status in S.VERDICT_STATUSES:
         if status != "correct":
-            batch = mark_rejected(batch, verdict.eq(status), status, detail)
-    unknown = verdict.notna() & ~verdict.isin(S.VERDICT_STATUSES)
+            batch = mark_rejected(batch, verdict.eq(status).fillna(False), status, detail)
+    unknown = verdict.notna() & ~verdict.isin(S.VERDICT_STATUSES).fillna(False)
     if unknown.any():
         batch = mark_rejected(batch, unknown, UNVERIFIED, "unknown verdict " + verdict.astype(str))
     return batch

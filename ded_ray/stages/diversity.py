@@ -264,7 +264,7 @@ class DiversityStage(Stage):
         rejected = np.zeros(n, dtype=bool)
         detail = np.full(n, None, dtype=object)
         not_rejected = batch[S.REJECT_REASON].isna().to_numpy() if S.REJECT_REASON in batch else np.ones(n, bool)
-        candidate = (batch[S.VERDICT] == "correct").to_numpy() & not_rejected
+        candidate = batch[S.VERDICT].eq("correct").fillna(False).to_numpy(dtype=bool) & not_rejected
         responses = batch[S.RESPONSE].fillna("").astype(str).to_numpy()
         groups = pd.Series(np.flatnonzero(candidate)).groupby(batch[S.PROBLEM_ID].to_numpy()[candidate], sort=False)
         for _, positions in groups:

@@ -48,9 +48,9 @@ def student_pass_rates(student_rows: pd.DataFrame, k: int | None = None) -> pd.D
     frame = pd.DataFrame(
         {
             S.PROBLEM_ID: student_rows[S.PROBLEM_ID].to_numpy(),
-            N_CORRECT: verdict.eq("correct").to_numpy(dtype=bool).astype(np.int64),
-            N_UNVERIFIED: (verdict.isna() | verdict.isin(["unparsable", "timeout", "error"])).to_numpy(dtype=bool)
-            .astype(np.int64),
+            N_CORRECT: verdict.eq("correct").fillna(False).to_numpy(dtype=bool).astype(np.int64),
+            N_UNVERIFIED: (verdict.isna() | verdict.isin(["unparsable", "timeout", "error"]).fillna(False))
+            .to_numpy(dtype=bool).astype(np.int64),
             N_SAMPLES: np.ones(len(student_rows), dtype=np.int64),
         }
     )
@@ -103,7 +103,7 @@ class PassRateStage(Stage):
         ids = batch[S.PROBLEM_ID].astype(str)
         rate = ids.map(self.rates).astype(float)
         batch[S.PASS_RATE] = rate
-        too_easy = rate.gt(self.threshold).fillna(False).astype(bool)
+        too_easy = rate.gt(self.threshold).fillna(False).to_numpy(dtype=bool)
         detail = pd.Series(
             [
                 f"student pass rate {r:.3f}{' (' + self.fractions[p] + ')' if p in self.fractions else ''} "
