@@ -350,9 +350,15 @@ def _wait(pid: int, deadline: float) -> int | None:
 
 
 def _read_all(fd: int) -> bytes:
+    """What is in the pipe now. Non-blocking: a leftover process that escaped the process group may still
+    hold the write end, and the record was written before the child exited."""
+    os.set_blocking(fd, False)
     chunks = []
     while True:
-        chunk = os.read(fd, 65536)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return b"".join(chunks)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -361,10 +367,19 @@ def _read_all(fd: int) -> bytes:
 def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
     """Fork a child for one test and turn what it did into {status, detail, ms}."""
     workdir = job["workdir"]
+    # The harness's files are opened here and unlinked at once: the program (which may `rm -rf ~`, and
+    # HOME is this directory) cannot see, delete or swap them, and the parent reads through its own fds.
     stdin_path = os.path.join(workdir, f".stdin{index}")
-    stdout_path = os.path.join(workdir, f".stdout{index}")
     with open(stdin_path, "w") as f:
         f.write(test.get("input", "") if test["type"] == "stdin" else "")
+    stdin_fd = os.open(stdin_path, os.O_RDONLY)
+    out_fds = []
+    for name in (f".stdout{index}", f".stderr{index}"):
+        path = os.path.join(workdir, name)
+        out_fds.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.unlink(path)
+    os.unlink(stdin_path)
+    stdout_fd, stderr_fd = out_fds
     read_end, write_end = os.pipe()
     started = time.monotonic()
     pid = os.fork()
@@ -373,13 +388,9 @@ def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
             os.close(read_end)
             os.setpgid(0, 0)
             os.dup2(write_end, 3)
-            stdin = os.open(stdin_path, os.O_RDONLY)
-            stdout = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            stderr = os.open(os.path.join(workdir, f".stderr{index}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                             0o600)
-            os.dup2(stdin, 0)
-            os.dup2(stdout, 1)
-            os.dup2(stderr, 2)
+            os.dup2(stdin_fd, 0)
+            os.dup2(stdout_fd, 1)
+            os.dup2(stderr_fd, 2)
             os.closerange(4, 65536)
             sys.stdin = open(0, "r", closefd=False)
             sys.stdout = open(1, "w", closefd=False)
@@ -390,6 +401,16 @@ def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
             sys.stderr.flush()
         finally:
             os._exit(0)
+    os.close(stdin_fd)
+    os.close(stderr_fd)
+    try:
+        return _judge_child(job, test, pid, read_end, write_end, stdout_fd, deadline, started)
+    finally:
+        os.close(stdout_fd)
+
+
+def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int, stdout_fd: int,
+                 deadline: float, started: float) -> dict:
     os.close(write_end)
     status = _wait(pid, deadline)
     ms = (time.monotonic() - started) * 1000
@@ -423,7 +444,8 @@ def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
         return {"status": "error" if record.get("error") else "wrong", "detail": record.get("why", ""),
                 "ms": ms}
     if test["type"] == "stdin":
-        with open(stdout_path, errors="replace") as f:
+        os.lseek(stdout_fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(stdout_fd), errors="replace") as f:
             got = f.read(int(job["fsize_mb"]) * 1024 * 1024)
         ok, why = compare_stdout(got, test.get("output", ""))
         if not ok:
