@@ -1,0 +1,166 @@
+"""The verify stage on plain DataFrames, through Ray Data, and with a real local LLM-judge server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from ded_ray import schema as S
+from ded_ray.stages.verify import VerifyStage
+from ded_ray.verifiers.format import format_ok, length_ok
+
+CODE_TESTS = json.dumps([{"type": "stdin", "input": "2 3\n", "output": "5\n"}])
+GOOD_CODE = "<think>add them</think>\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+
+
+def rollouts() -> pd.DataFrame:
+    rows = [
+        # domain, answer, tests, response, error
+        ("math", "\\frac{1}{2}", "", "<think>hm</think> so the answer is $\\boxed{0.5}$.", None),
+        ("math", "3", "", "<think>hm</think> so the answer is $\\boxed{4}$.", None),
+        ("math", "3", "", "<think>hm</think> I give up.", None),
+        ("math", "5", "", "<think>x</think> $\\boxed{10^{10^{10}}}$", None),
+        ("science", "42", "", "The answer is 42.", None),
+        ("code", "", CODE_TESTS, GOOD_CODE, None),
+        ("code", "", CODE_TESTS, "```python\nprint(6)\n```", None),
+        ("code", "", CODE_TESTS, "```python\nwhile True: pass\n```", None),
+        ("math", "3", "", "", "engine crashed: CUDA OOM"),
+        ("poetry", "", "", "roses", None),
+    ]
+    df = pd.DataFrame(rows, columns=[S.DOMAIN, S.ANSWER, S.TESTS, S.RESPONSE, S.ERROR])
+    df[S.PROBLEM_ID] = [f"p{i}" for i in range(len(df))]
+    df[S.NUM_TOKENS] = [10] * (len(df) - 1) + [99999]
+    return df
+
+
+EXPECTED = ["correct", "wrong", "unparsable", "timeout", "correct", "correct", "wrong", "timeout", "error",
+            "error"]
+
+
+@pytest.fixture(scope="module")
+def stage():
+    s = VerifyStage({"math_timeout_s": 2.0, "code_timeout_s": 2.0, "require_think": True, "max_tokens": 100})
+    yield s
+    s.pool.close()
+
+
+def test_stage_labels_every_row_and_drops_none(stage):
+    batch = rollouts()
+    out = stage(batch)
+    assert len(out) == len(batch) and list(out[S.PROBLEM_ID]) == list(batch[S.PROBLEM_ID])
+    assert list(out[S.VERDICT]) == EXPECTED, list(zip(out[S.VERDICT], out[S.VERDICT_DETAIL]))
+    assert "engine crashed" in out[S.VERDICT_DETAIL].iloc[8]
+    assert "unknown domain" in out[S.VERDICT_DETAIL].iloc[9]
+    assert out[S.EXTRACTED_ANSWER].iloc[0] == "0.5"
+    assert list(out[S.FORMAT_OK]) == [True, True, True, True, False, True, False, False, False, False]
+    assert list(out[S.LENGTH_OK]) == [True] * 9 + [False]  # from num_tokens when no tokenizer is given
+    assert (out[S.VERIFY_MS] >= 0).all()
+    assert set(stage.writes) <= set(out.columns)
+    assert S.REJECT_REASON not in out  # verify labels; the correctness stage rejects
+
+
+def test_stage_names_itself_when_columns_are_missing(stage):
+    with pytest.raises(Exception, match="verify"):
+        stage(pd.DataFrame({S.DOMAIN: ["math"]}))
+
+
+def test_format_and_length_checks():
+    assert format_ok("<think>a</think>b") and format_ok("a</think>b")  # R1 template opens the block
+    assert not format_ok("<think>a</think><think>b</think>c") and not format_ok("<think>a</think>")
+    assert not format_ok("plain answer") and format_ok("plain answer", require_think=False)
+    assert not format_ok("<think>a", require_think=False)
+    words = str.split  # a tokenizer is anything with .encode or a str -> tokens callable
+    assert length_ok("a b c", 3, words) and not length_ok("a b c d", 3, words)
+
+
+@pytest.mark.engine  # builds a model folder with the real SmolLM2 tokenizer (~30 s on a busy machine)
+def test_length_ok_with_the_student_tokenizer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ded_ray.models import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    text = "hello world " * 20
+    n = len(tokenizer.encode(text, add_special_tokens=False))
+    assert length_ok(text, n, tokenizer) and not length_ok(text, n - 1, tokenizer)
+
+
+def test_stage_through_ray_data(ray_local):
+    import ray
+
+    batch = rollouts().iloc[[0, 1, 2, 5, 6, 8]].reset_index(drop=True)
+    ds = ray.data.from_pandas(batch).map_batches(
+        VerifyStage, fn_constructor_kwargs={"config": {"math_timeout_s": 5.0, "code_timeout_s": 5.0}},
+        batch_format="pandas", batch_size=3, concurrency=1,
+    )
+    out = ds.to_pandas().set_index(S.PROBLEM_ID).loc[batch[S.PROBLEM_ID]]
+    assert list(out[S.VERDICT]) == ["correct", "wrong", "unparsable", "correct", "wrong", "error"]
+
+
+JUDGE_SERVER = textwrap.dedent('''
+    import json, sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][0]["content"]
+            # a deterministic "model": the answer 'three' means 3
+            reply = "YES" if "three" in prompt.split("Student's final answer:")[1] else "NO"
+            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Judge).serve_forever()
+''')
+
+
+@pytest.fixture
+def judge_endpoint(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "judge_server.py"
+    script.write_text(JUDGE_SERVER)
+    process = subprocess.Popen([sys.executable, str(script), str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/v1"
+    process.kill()
+    process.wait()
+
+
+def test_llm_judge_fallback_on_a_real_local_server(judge_endpoint):
+    stage = VerifyStage({"judge_endpoint": judge_endpoint, "judge_model": "tiny-judge"})
+    try:
+        batch = pd.DataFrame({
+            S.DOMAIN: ["math", "math", "math"],
+            S.ANSWER: ["3", "3", "3"],
+            S.QUESTION: ["1+2?"] * 3,
+            S.RESPONSE: ["The answer is three.", "so the answer is $\\boxed{4}$", "$\\boxed{3}$"],
+        })
+        out = stage(batch)
+    finally:
+        stage.pool.close()
+    assert list(out[S.VERDICT]) == ["correct", "wrong", "correct"]
+    assert "llm-judge (tiny-judge): YES" in out[S.VERDICT_DETAIL].iloc[0]
+    assert "llm-judge" in out[S.VERDICT_DETAIL].iloc[1]
+    assert "math-verify" in out[S.VERDICT_DETAIL].iloc[2] and "llm-judge" not in out[S.VERDICT_DETAIL].iloc[2]
