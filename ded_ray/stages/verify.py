@@ -32,7 +32,8 @@ MATH_DOMAINS = ("math", "science")
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and pd.isna(value))
+    """None, NaN or pd.NA (Arrow-backed columns give pd.NA for nulls)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value))
 
 
 class VerifyStage(Stage):
