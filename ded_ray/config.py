@@ -144,8 +144,10 @@ class RolloutConfig(Section):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through to the engine untouched
-    request_timeout_s: float = 120.0  # openai engine
-    max_retries: int = 3  # openai engine
+    request_timeout_s: float = 120.0  # openai engine: per HTTP request
+    max_retries: int = 3  # openai engine: retries of a 429/5xx/connection error, then an error row
+    retry_backoff_s: float = 1.0  # openai engine: first backoff, doubled per retry (Retry-After wins)
+    max_concurrent_requests: int = 8  # openai engine: requests in flight per actor (a rate limit)
 
 
 class VerifyConfig(Section):
@@ -267,6 +269,8 @@ class EvalConfig(Section):
 
 class SmokeConfig(Section):
     questions: int = 10  # smoke questions per teacher (1 sample each)
+    # The paper trains each smoke student on every response, unfiltered; True keeps only verified-correct ones.
+    correct_only: bool = False
     train: TrainConfig | None = None  # smoke training budget; None = `train` with 1 epoch
     serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher
     host: str = "127.0.0.1"
