@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
+from ded_ray import commands
 from ded_ray.config import DEDConfig, load_config
 from ded_ray.errors import UserError
 
@@ -44,14 +45,15 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
 Handler = Callable[[argparse.Namespace, DEDConfig], int]
 COMMANDS: dict[str, tuple[str, Handler | None, Callable[[argparse.ArgumentParser], None] | None]] = {
     "run": ("run the whole DED pipeline (embedded demo when no --config)", _cmd_run, None),
-    "smoke-test": ("rank candidate teachers by the student each one produces", None, None),
-    "rollout": ("generate M teacher samples per question on Ray Data", None, None),
-    "verify": ("check answers (math-verify) and run code tests in a sandbox", None, None),
-    "curate": ("pass-rate compression, diversity selection, mixing, decontamination", None, None),
-    "train": ("fine-tune the student on a corpus with Ray Train (+ DeepSpeed)", None, None),
-    "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", None, None),
-    "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", None, None),
-    "report": ("write report.html for a run directory", None, None),
+    "smoke-test": ("rank candidate teachers by the student each one produces", commands.cmd_smoke_test, None),
+    "rollout": ("generate M teacher samples per question on Ray Data", commands.cmd_rollout, commands.add_rollout),
+    "verify": ("check answers (math-verify) and run code tests in a sandbox", commands.cmd_verify, commands.add_verify),
+    "curate": ("pass-rate compression, diversity selection, mixing, decontamination", commands.cmd_curate,
+               commands.add_curate),
+    "train": ("fine-tune the student on a corpus with Ray Train (+ DeepSpeed)", commands.cmd_train, commands.add_train),
+    "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", commands.cmd_eval, commands.add_eval),
+    "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", commands.cmd_serve, commands.add_serve),
+    "report": ("write report.html for a run directory", commands.cmd_report, commands.add_report),
     "ablate": ("train on the corpus after each curation step and compare", None, None),
     "bench": ("run stage benchmarks and write a table (markdown + json)", _cmd_bench, _bench_args),
 }

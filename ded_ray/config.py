@@ -272,9 +272,17 @@ class SmokeConfig(Section):
     # The paper trains each smoke student on every response, unfiltered; True keeps only verified-correct ones.
     correct_only: bool = False
     train: TrainConfig | None = None  # smoke training budget; None = `train` with 1 epoch
-    serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher
-    host: str = "127.0.0.1"
+    serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher model (autoscaling)
+    host: str = "127.0.0.1"  # Serve's HTTP bind address: loopback unless you mean to expose the teachers
     port: int = 8000
+    # Teacher hosting: "auto" = ray.serve.llm when vLLM is installed (and no API key is asked), else the
+    # transformers app (ded_ray.serve.hf_app).
+    serve_engine: Literal["auto", "vllm", "hf"] = "auto"
+    serve_cpus_per_replica: float = 1.0  # CPUs per Serve replica (per vLLM engine on the CPU build)
+    serve_gpus_per_replica: float = 0.0  # >0: vLLM on GPUs (ray.serve.llm's default bundles)
+    serve_api_key_env: str | None = None  # env var holding the key clients must send (Bearer); None = no auth
+    serve_max_model_len: int | None = None  # None = the model's own
+    serve_engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM untouched
 
 
 # --- the whole pipeline --------------------------------------------------------------------------------

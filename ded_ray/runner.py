@@ -54,7 +54,7 @@ def run_stage(
         batches = produced.iter_batches(batch_size=part_rows, batch_format="pyarrow")
     else:
         table = pa.Table.from_pandas(produced, preserve_index=False) if isinstance(produced, pd.DataFrame) else produced
-        batches = (table.slice(i, part_rows) for i in range(0, max(table.num_rows, 1), part_rows))
+        batches = (table.slice(i, part_rows) for i in range(0, table.num_rows, part_rows))
     written = write_batches(stage, batches, on_part=_progress(label, started))
     seconds = time.monotonic() - started
 

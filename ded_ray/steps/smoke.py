@@ -1,0 +1,192 @@
+"""The teacher smoke test (DED §3 stage 1): rank candidate teachers by the student each one produces.
+
+For every candidate teacher ("arm"): one sample per smoke question through the `openai` engine against the
+teacher's endpoint (a Ray Serve deployment we start, or the teacher's own URL), verified; a quick SFT of the
+student on those responses; the resulting student evaluated on the configured benchmarks. Teachers are
+ranked by that student's score (mean avg@k over the benchmarks), with the teacher's own accuracy beside it —
+the paper's point is that the two can disagree. A failing arm (endpoint down, training error) is reported
+with its reason while the others finish. Finished arms are read back on rerun, not recomputed.
+
+Everything of an arm lives under `smoke/<teacher>/` (a run directory of its own); the summary is
+`smoke.json` at the top of the run and the `smoke` section of the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+
+import pandas as pd
+import pyarrow as pa
+
+from ded_ray import schema as S
+from ded_ray.config import DEDConfig, TeacherConfig
+from ded_ray.log import log
+from ded_ray.rundir import RunDir
+from ded_ray.steps.evaluate import evaluate_model, read_eval
+from ded_ray.steps.generate import generate_rollouts, verify
+
+SMOKE_FILE = "smoke.json"
+ARM_FILE = "arm.json"
+
+
+def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
+    """Run (or resume) every arm; returns the smoke summary with the ranked teachers and the winner."""
+    if not config.teachers:
+        raise ValueError("the smoke test needs at least one teacher in `teachers`")
+    questions = _smoke_questions(problems, config.smoke.questions)
+    base = _base_scores(run, config)
+    endpoints = _endpoints(config)
+    try:
+        arms = [_run_arm(run, config, teacher, questions, endpoints.get(teacher.name), base)
+                for teacher in config.teachers]
+    finally:
+        _stop_serving(endpoints)
+    summary = _rank(arms, base)
+    _write_summary(run, summary)
+    return summary
+
+
+# --- one arm -------------------------------------------------------------------------------------------
+
+
+def _run_arm(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
+             endpoint: str | None, base: dict) -> dict:
+    arm_run = RunDir(run.file("smoke"), teacher.name)
+    done = _read_json(arm_run, ARM_FILE)
+    if done and done.get("status") == "ok":
+        log(f"[smoke {teacher.name}] complete: reusing")
+        return done
+    try:
+        result = _arm(arm_run, config, teacher, questions, endpoint, base)
+    except Exception as exc:  # an arm's failure is a result to report, not a reason to stop the others
+        log(f"[smoke {teacher.name}] failed: {exc}")
+        result = {"name": teacher.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(limit=5)}
+    _write_json(arm_run, ARM_FILE, result)
+    return result
+
+
+def _arm(arm_run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
+         endpoint: str | None, base: dict) -> dict:
+    from ded_ray.train.trainer import train_student
+
+    served = teacher
+    if endpoint is not None:  # ask our Serve deployment (or the teacher's URL) through the openai engine
+        served = teacher.model_copy(update={"endpoint": endpoint, "model": teacher.model or teacher.name})
+    rollout_config = config.rollout.model_copy(update={"engine": "openai"} if served.endpoint else {})
+    arm_config = config.model_copy(update={"rollout": rollout_config})
+    rollouts = generate_rollouts(arm_run, arm_config, questions, [served], samples=1)
+    verified = verify(arm_run, arm_config, rollouts, filter_incorrect=config.smoke.correct_only).to_pandas()
+    accuracy = float((verified[S.VERDICT] == "correct").mean()) if len(verified) else 0.0
+    corpus = _smoke_corpus(verified, config)
+    if corpus.empty:
+        raise ValueError(f"teacher {teacher.name!r} produced no usable response for the smoke corpus")
+    train_config = config.smoke.train or config.train.model_copy(update={"epochs": 1})
+    trained = train_student(corpus, config.student.model, train_config, arm_run.path)
+    scores = evaluate_model(arm_run, config, trained.student_dir, teacher.name)
+    student = {}
+    for bench, result in scores.items():
+        gain = None
+        if result.get("avg_at_k") is not None and base.get(bench) is not None:
+            gain = result["avg_at_k"] - base[bench]
+        student[bench] = {"avg_at_k": result.get("avg_at_k"), "stderr": result.get("stderr"),
+                          "mean_tokens": result.get("mean_tokens"), "gain": gain}
+    return {
+        "name": teacher.name, "status": "ok", "questions": int(questions.num_rows),
+        "teacher_accuracy": accuracy,
+        "mean_response_tokens": float(verified[S.NUM_TOKENS].mean()) if len(verified) else None,
+        "corpus_rows": int(len(corpus)), "student_dir": trained.student_dir, "student": student,
+    }
+
+
+def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
+    """The arm's training set: every response (the paper's smoke corpus is unfiltered), or only correct ones."""
+    from ded_ray.stages.to_sft import build_corpus
+
+    rows = verified[verified[S.RESPONSE].fillna("").str.len() > 0]
+    if config.smoke.correct_only:
+        rows = rows[rows[S.VERDICT] == "correct"]
+    return build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
+                        system_prompt=config.student.system_prompt)
+
+
+# --- around the arms -----------------------------------------------------------------------------------
+
+
+def _smoke_questions(problems: pa.Table, n: int) -> pa.Table:
+    """The first n problems by id: a fixed, reproducible subset (the same for every teacher)."""
+    df = problems.to_pandas().sort_values(S.PROBLEM_ID).head(n)
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _base_scores(run: RunDir, config: DEDConfig) -> dict:
+    """The untrained student's avg@k per benchmark (shared with the pipeline's 'base' evaluation)."""
+    if not config.eval.benchmarks:
+        raise ValueError("the smoke test ranks teachers by evaluating students: configure `eval.benchmarks`")
+    results = read_eval(run).get("base", {}).get("benchmarks")
+    if results is None:
+        results = evaluate_model(run, config, config.student.model, "base", slot=0)
+    return {bench: r.get("avg_at_k") for bench, r in results.items()}
+
+
+def _endpoints(config: DEDConfig) -> dict[str, str]:
+    """Teachers without an endpoint of their own are served on Ray Serve for the smoke test."""
+    local = [t for t in config.teachers if t.endpoint is None]
+    if not local:
+        return {}
+    from ded_ray.serve.deploy import serve_teachers
+
+    return serve_teachers(local, config.smoke)
+
+
+def _stop_serving(endpoints: dict[str, str]) -> None:
+    if endpoints:
+        from ded_ray.serve.deploy import shutdown_teachers
+
+        shutdown_teachers()
+
+
+def _rank(arms: list[dict], base: dict) -> dict:
+    def score(arm: dict) -> float:
+        values = [s["avg_at_k"] for s in arm.get("student", {}).values() if s.get("avg_at_k") is not None]
+        return sum(values) / len(values) if values else float("-inf")
+
+    ok = sorted((a for a in arms if a.get("status") == "ok"), key=lambda a: (-score(a), a["name"]))
+    for rank, arm in enumerate(ok, start=1):
+        arm["rank"] = rank
+        arm["score"] = score(arm)
+    by_teacher_accuracy = sorted(ok, key=lambda a: -a.get("teacher_accuracy", 0))
+    return {
+        "winner": ok[0]["name"] if ok else None,
+        "base": base,
+        "teachers": ok + [a for a in arms if a.get("status") != "ok"],
+        # The paper's point: the most accurate teacher is not always the best one to learn from.
+        "teacher_accuracy_agrees": bool(ok) and by_teacher_accuracy[0]["name"] == ok[0]["name"],
+    }
+
+
+def _write_summary(run: RunDir, summary: dict) -> None:
+    from ded_ray.analysis.smoke_chart import smoke_chart_png
+
+    chart = smoke_chart_png(summary)
+    _write_json(run, SMOKE_FILE, summary)
+    run.update_manifest(smoke={**summary, "chart_png": chart}, teacher=summary["winner"])
+    for arm in summary["teachers"]:
+        status = f"rank {arm['rank']}, student score {arm['score']:.3f}" if arm.get("status") == "ok" else arm.get("reason")
+        log(f"[smoke] {arm['name']}: {status}")
+    if summary["winner"] is None:
+        raise RuntimeError("every teacher arm of the smoke test failed; see smoke.json for the reasons")
+
+
+def _read_json(run: RunDir, name: str) -> dict | None:
+    try:
+        with run.fs.open_input_stream(run.file(name)) as src:
+            return json.loads(src.read().decode())
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(run: RunDir, name: str, value: dict) -> None:
+    with run.fs.open_output_stream(run.file(name)) as out:
+        out.write(json.dumps(value, indent=2, default=str).encode())
