@@ -1,7 +1,7 @@
 """The `ded` command: the whole pipeline (`ded run`) and one subcommand per step.
 
 Every subcommand takes `--config PATH` (default: the embedded demo) and `key.sub=value` overrides.
-A subcommand whose step is not built yet says so and exits with status 2; it never fakes output.
+Bad input (config, paths, model names) prints one clear message and exits with status 1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ded_ray.config import DEDConfig, load_config
 from ded_ray.errors import UserError
 
 EXIT_FAILED = 1
-EXIT_NOT_BUILT = 2
+EXIT_USAGE = 2
 
 
 def _cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
@@ -43,7 +43,7 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
 
 # name -> (one-line help, handler or None when the step is not built yet, extra-argument adder)
 Handler = Callable[[argparse.Namespace, DEDConfig], int]
-COMMANDS: dict[str, tuple[str, Handler | None, Callable[[argparse.ArgumentParser], None] | None]] = {
+COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None] | None]] = {
     "run": ("run the whole DED pipeline (embedded demo when no --config)", _cmd_run, None),
     "smoke-test": ("rank candidate teachers by the student each one produces", commands.cmd_smoke_test, None),
     "rollout": ("generate M teacher samples per question on Ray Data", commands.cmd_rollout, commands.add_rollout),
@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, Handler | None, Callable[[argparse.ArgumentParser
     "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", commands.cmd_eval, commands.add_eval),
     "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", commands.cmd_serve, commands.add_serve),
     "report": ("write report.html for a run directory", commands.cmd_report, commands.add_report),
-    "ablate": ("train on the corpus after each curation step and compare", None, None),
+    "ablate": ("train on the corpus after each curation step and compare", commands.cmd_ablate, None),
     "bench": ("run stage benchmarks and write a table (markdown + json)", _cmd_bench, _bench_args),
 }
 
@@ -80,35 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return EXIT_NOT_BUILT
+        return EXIT_USAGE
     _help, handler, _ = COMMANDS[args.command]
-    if handler is None:
-        print(f"ded {args.command}: this step is not built yet in ded_ray {_version()}.", file=sys.stderr)
-        return EXIT_NOT_BUILT
     try:
         config = load_config(args.config, [o for o in args.overrides if "=" in o or args.command != "bench"])
     except UserError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    from ded_ray.steps import NotBuiltError
-
     try:
         return handler(args, config)
-    except NotBuiltError as exc:
-        print(f"ded {args.command}: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except UserError as exc:
         print(f"ded {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ded_ray")
-    except PackageNotFoundError:
-        return "(source)"
 
 
 if __name__ == "__main__":

@@ -240,3 +240,18 @@ def cmd_report(args: argparse.Namespace, config: DEDConfig) -> int:
         raise UserError(f"{run.uri} has no manifest.json: is it a ded run directory?")
     print(f"report → {write_report(run)}")
     return 0
+
+
+# --- ablate --------------------------------------------------------------------------------------------
+
+
+def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.steps.ablate import ablate, ablation_table
+
+    run = _open(config)
+    try:
+        summary = ablate(run, config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(ablation_table(summary))
+    return 0

@@ -21,11 +21,11 @@ def test_bad_override_is_a_clear_failure(capsys):
     assert "valid keys here" in capsys.readouterr().err
 
 
-def test_unbuilt_steps_exit_non_zero_with_a_message(capsys):
-    for name, (_help, handler, _args) in COMMANDS.items():
-        if handler is None:
-            assert main([name]) == 2
-            assert "not built yet" in capsys.readouterr().err
+def test_bad_input_paths_are_clear(capsys, tmp_path):
+    assert main(["verify", "--input", str(tmp_path / "none.parquet"), "--output", str(tmp_path / "o.parquet")]) == EXIT_FAILED
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", "--run", str(tmp_path / "nothing")]) == EXIT_FAILED
+    assert "no manifest.json" in capsys.readouterr().err
 
 
 def test_problems_step_writes_manifest_and_resumes(tmp_path, ray_local, capsys):

@@ -1,7 +1,8 @@
 """The pipeline's steps: each runs its stage(s) into the run directory via `run_stage` and returns its output.
 
-Steps whose stage is not built yet raise `NotBuiltError`, so `ded run` stops there and says so plainly
-instead of inventing output.
+The steps of each part of the pipeline live in the submodules: generate (rollouts, verification),
+curate (pass rate, diversity, decontamination, mix, corpus), train, evaluate, smoke (teacher selection),
+ablate.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from ded_ray.log import log
 from ded_ray.manifest import run_header
 from ded_ray.rundir import RunDir
 from ded_ray.runner import run_stage
-
-
-class NotBuiltError(RuntimeError):
-    """This step of the pipeline does not exist yet in this version of ded_ray."""
 
 
 def open_run(config: DEDConfig) -> RunDir:
@@ -48,10 +45,6 @@ def load_problems(run: RunDir, config: DEDConfig) -> pa.Table:
         return pa.Table.from_pandas(problems, schema=S.PROBLEM_SCHEMA, preserve_index=False)
 
     return run_stage(run, 1, "problems", build, id_column=None, part_rows=config.run.part_rows)
-
-
-def _not_built(step: str, issue: str):
-    raise NotBuiltError(f"the {step} step is not built yet ({issue}); the run stopped after the steps before it")
 
 
 def choose_teacher(run: RunDir, config: DEDConfig, problems: pa.Table) -> str:
