@@ -1,0 +1,183 @@
+"""Prompt stage: render each row's chat with the model's own chat template.
+
+The chat is: an optional system prompt (the teacher's), optional few-shot user/assistant pairs (one worked
+example ending in `\\boxed{}` is what makes SmolLM2 box its answers, MEASURED.md), then the question. For
+code problems the user turn also carries the starter code and how the program is run (stdin/stdout, a
+function to complete, or a `class Solution` method), inferred from the row's tests and `meta`.
+
+Writes `prompt` (the chat rendered with `tokenizer.apply_chat_template(..., add_generation_prompt=True)`,
+plus "<think>\\n" when `think_prefix`) and `prompt_messages` (the same chat as a JSON list of
+{role, content}, for engines that send messages: the openai engine; the think prefix cannot be expressed
+there and is left to the served model's own template).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from ded_ray import schema as S
+from ded_ray.engines.base import PROMPT_MESSAGES
+from ded_ray.stages.base import Stage, StageError
+
+THINK_PREFIX = "<think>\n"
+
+# Instructions appended to a code question, by how the tests run the program. Our own wording.
+STDIN_INSTRUCTIONS = (
+    "Write a complete Python program that reads the input from standard input and prints the answer to "
+    "standard output. Put the whole program in a single ```python code block."
+)
+CALLED_INSTRUCTIONS = (
+    "The tests call the function directly: return the result, do not read input or print it. Put the "
+    "whole solution in a single ```python code block."
+)
+
+
+def _few_shot_dicts(few_shot: Sequence[Any]) -> list[dict[str, str]]:
+    """FewShotExample models or {user, assistant} dicts → plain dicts (picklable, order kept)."""
+    out = []
+    for i, ex in enumerate(few_shot or ()):
+        data = ex.model_dump() if hasattr(ex, "model_dump") else dict(ex)
+        if set(data) != {"user", "assistant"}:
+            raise StageError(f"stage 'prompt': few-shot example {i} must have keys user and assistant, got {sorted(data)}")
+        out.append({"user": str(data["user"]), "assistant": str(data["assistant"])})
+    return out
+
+
+def _json_or_empty(text: Any, what: str) -> Any:
+    if text is None or (isinstance(text, float) and pd.isna(text)) or text == "":
+        return None
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StageError(f"stage 'prompt': the {what} column is not valid JSON ({exc}): {text[:80]!r}") from None
+
+
+def code_instructions(tests_json: Any, meta_json: Any) -> str:
+    """The text appended to a code question: I/O format and, when given, the starter code.
+
+    The format comes from the test types (`schema.TESTS`, DESIGN.md): any `functional` test → the
+    function is called (LeetCode style, starter code from `meta.starter_code` or the test's `fn_name`);
+    `assert` tests → a function to complete (HumanEval style, `entry_point`); otherwise stdin/stdout.
+    """
+    tests = _json_or_empty(tests_json, "tests") or []
+    meta = _json_or_empty(meta_json, "meta") or {}
+    if isinstance(tests, dict):  # a single test object
+        tests = [tests]
+    kinds = {t.get("type") for t in tests if isinstance(t, dict)}
+    starter = (meta.get("starter_code") or "").strip() if isinstance(meta, dict) else ""
+    fn_name = next((t.get("fn_name") or t.get("entry_point") for t in tests
+                    if isinstance(t, dict) and (t.get("fn_name") or t.get("entry_point"))), None)
+    if "functional" in kinds or "assert" in kinds:
+        if starter:
+            return f"Complete the starter code below. {CALLED_INSTRUCTIONS}\n```python\n{starter}\n```"
+        target = f"the function `{fn_name}`" if fn_name else "the function"
+        return f"Write {target}. {CALLED_INSTRUCTIONS}"
+    if starter:
+        return f"{STDIN_INSTRUCTIONS}\n```python\n{starter}\n```"
+    return STDIN_INSTRUCTIONS
+
+
+class PromptStage(Stage):
+    """Render `prompt` and `prompt_messages` for each row; the same prompt settings for every row.
+
+    `model_path`: a local model folder whose tokenizer carries the chat template; None (an endpoint
+    teacher with no local model) renders a plain "role: content" transcript into `prompt` — the openai
+    engine sends `prompt_messages` anyway. `few_shot` items are `config.FewShotExample`s or
+    {user, assistant} dicts.
+    """
+
+    name: ClassVar[str] = "prompt"
+    reads: ClassVar[tuple[str, ...]] = (S.QUESTION, S.DOMAIN)
+    writes: ClassVar[tuple[str, ...]] = (S.PROMPT, PROMPT_MESSAGES)
+
+    def __init__(
+        self,
+        model_path: str | None,
+        system_prompt: str | None = None,
+        few_shot: Sequence[Any] = (),
+        think_prefix: bool = False,
+    ):
+        self.system_prompt = system_prompt or None
+        self.few_shot = _few_shot_dicts(few_shot)
+        self.think_prefix = bool(think_prefix)
+        self.tokenizer = None
+        if model_path is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise StageError(
+                    f"stage 'prompt': the tokenizer of {model_path} has no chat template; use an instruct/chat "
+                    "model or add chat_template.jinja to its folder"
+                )
+
+    def messages(self, question: str, domain: str = "math", tests: Any = "", meta: Any = "") -> list[dict]:
+        """The chat for one problem: system?, few-shot pairs, then the user turn."""
+        chat: list[dict[str, str]] = []
+        if self.system_prompt:
+            chat.append({"role": "system", "content": self.system_prompt})
+        for ex in self.few_shot:
+            chat.append({"role": "user", "content": ex["user"]})
+            chat.append({"role": "assistant", "content": ex["assistant"]})
+        user = str(question)
+        if domain == "code":
+            user = f"{user.rstrip()}\n\n{code_instructions(tests, meta)}"
+        chat.append({"role": "user", "content": user})
+        return chat
+
+    def render(self, chat: list[dict]) -> str:
+        if self.tokenizer is None:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant: "
+        else:
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return text + THINK_PREFIX if self.think_prefix else text
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        self.check_columns(batch)
+        tests = batch[S.TESTS] if S.TESTS in batch.columns else pd.Series([""] * len(batch), index=batch.index)
+        meta = batch[S.META] if S.META in batch.columns else pd.Series([""] * len(batch), index=batch.index)
+        prompts, messages = [], []
+        for question, domain, t, m in zip(batch[S.QUESTION], batch[S.DOMAIN], tests, meta):
+            chat = self.messages(question, domain, t, m)
+            prompts.append(self.render(chat))
+            messages.append(json.dumps(chat, ensure_ascii=False))
+        batch = batch.copy()
+        batch[S.PROMPT] = prompts
+        batch[PROMPT_MESSAGES] = messages
+        return batch
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_stage(model_path, system_prompt, few_shot_json, think_prefix) -> PromptStage:
+    return PromptStage(model_path, system_prompt, json.loads(few_shot_json), think_prefix)
+
+
+def render_prompts_task(batch: pd.DataFrame, model_path, system_prompt, few_shot_json, think_prefix) -> pd.DataFrame:
+    """`PromptStage` as a plain Ray Data task function (tokenizer cached per worker process).
+
+    A task rather than an actor on purpose: it fuses with the fan-out task and holds no CPU between
+    batches, so the engine's actor pool can have the rest of a small machine (a long-lived prompt actor
+    plus an engine actor can starve the fan-out tasks of CPU on a 2-core machine).
+    """
+    return _cached_stage(model_path, system_prompt, few_shot_json, think_prefix)(batch)
+
+
+def add_prompts(ds, model_path, system_prompt=None, few_shot: Sequence[Any] = (), think_prefix: bool = False):
+    """Lazily add `prompt` and `prompt_messages` to a ray Dataset (see `render_prompts_task`)."""
+    return ds.map_batches(
+        render_prompts_task,
+        fn_kwargs={
+            "model_path": None if model_path is None else str(model_path),
+            "system_prompt": system_prompt,
+            "few_shot_json": json.dumps(_few_shot_dicts(few_shot)),
+            "think_prefix": bool(think_prefix),
+        },
+        batch_format="pandas",
+    )
