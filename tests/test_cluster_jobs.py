@@ -1,0 +1,208 @@
+"""Jobs on a real local head: `ray job submit` (CLI and SDK), `ray job stop` + resubmit resumes, `ray://` clients.
+
+One head (2 CPUs, dashboard + client server on 127.0.0.1, token auth on) serves the whole module. The
+pipeline runs ded_ray/configs/cluster-test.yaml: the built-in SmolLM2 on 6 generated sums, exactly what
+a user would submit to check a fresh cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cluster_head import REPO, LocalHead, ray_cli, start_head
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
+
+CONFIG = "ded_ray/configs/cluster-test.yaml"
+JOB_TIMEOUT_S = 900  # the whole pipeline; a few minutes on an idle 2-core machine
+STAGES = ["01_problems", "03_rollout", "04_correctness", "05_student_rollout", "06_student_verify",
+          "07_pass_rate", "08_diversity", "09_decontaminate", "10_mix"]
+
+
+@pytest.fixture(scope="module")
+def head():
+    head = start_head(num_cpus=2)
+    yield head
+    head.stop()
+
+
+@pytest.fixture(scope="module")
+def job_client(head: LocalHead):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(head.dashboard_url, headers=head.auth_headers())
+
+
+def submit_cli(head: LocalHead, *job_args: str, wait: bool = True) -> subprocess.CompletedProcess:
+    """`ray job submit --working-dir . -- python <job_args>`, as the README tells users to."""
+    flags = [] if wait else ["--no-wait"]
+    return ray_cli(head, "job", "submit", *flags, "--working-dir", ".", "--", "python", *job_args,
+                   timeout=JOB_TIMEOUT_S)
+
+
+def wait_for_status(client, job_id: str, statuses: set[str], timeout_s: float = JOB_TIMEOUT_S) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = str(client.get_job_status(job_id).value)
+        if status in statuses:
+            return status
+        time.sleep(1)
+    raise TimeoutError(f"job {job_id} not in {statuses} after {timeout_s}s; logs:\n{client.get_job_logs(job_id)[-3000:]}")
+
+
+def assert_run_complete(run: Path) -> None:
+    for stage in STAGES:
+        assert (run / stage / "_SUCCESS").exists(), f"{stage} not complete in {run}"
+    assert (run / "corpus.parquet").exists()
+    assert (run / "student" / "config.json").exists()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["corpus"]["rows"] == pq.read_metadata(run / "corpus.parquet").num_rows > 0
+    assert manifest["train"]["complete"] is True
+
+
+def rollout_parts(run: Path) -> dict[str, list[str]]:
+    """{part file name: rollout_ids in it} of the rollout stage."""
+    return {p.name: pq.read_table(p, columns=["rollout_id"])["rollout_id"].to_pylist()
+            for p in sorted((run / "03_rollout").glob("part-*.parquet"))}
+
+
+def corpus_rows(run: Path) -> pd.DataFrame:
+    corpus = pq.read_table(run / "corpus.parquet").to_pandas()
+    corpus["messages"] = corpus["messages"].map(lambda ms: json.dumps([dict(m) for m in ms], sort_keys=True))
+    return corpus.sort_values("rollout_id").reset_index(drop=True)
+
+
+# --- `ray job submit` --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_run(head: LocalHead, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    root = tmp_path_factory.mktemp("cli-runs")
+    result = submit_cli(head, "jobs/run_pipeline.py", "--config", CONFIG, f"run.root={root}")
+    return result, root / "cluster-test"
+
+
+def test_ray_job_submit_runs_the_pipeline(cli_run):
+    result, run = cli_run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "succeeded" in (result.stdout + result.stderr).lower()
+    assert f"run directory {run}" in result.stdout + result.stderr  # the job logs where its outputs are
+    assert_run_complete(run)
+
+
+def test_failing_job_exits_non_zero(head: LocalHead, job_client):
+    result = submit_cli(head, "jobs/run_pipeline.py", "--config", "no-such-config.yaml")
+    assert result.returncode != 0
+    job_id = job_client.list_jobs()[-1].submission_id
+    assert str(job_client.get_job_status(job_id).value) == "FAILED"
+    assert "no-such-config.yaml" in job_client.get_job_logs(job_id)
+
+
+# --- stop midway, resubmit (SDK), file:// storage -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resumed_run(head: LocalHead, job_client, tmp_path_factory) -> dict:
+    """A pipeline job stopped with `ray job stop` while its rollout stage is half written, then submitted
+    again through `JobSubmissionClient` with the same command; the run root is a file:// URI."""
+    root = tmp_path_factory.mktemp("resume-runs")
+    run = root / "cluster-test"
+    entrypoint = ["jobs/run_pipeline.py", "--config", CONFIG, f"run.root=file://{root}"]
+    submitted = submit_cli(head, *entrypoint, wait=False)
+    assert submitted.returncode == 0, submitted.stderr
+    first_id = job_client.list_jobs()[-1].submission_id
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not rollout_parts(run) and time.monotonic() < deadline:
+        assert str(job_client.get_job_status(first_id).value) in {"PENDING", "RUNNING"}, job_client.get_job_logs(first_id)
+        time.sleep(0.3)
+    stopped = ray_cli(head, "job", "stop", first_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_for_status(job_client, first_id, {"STOPPED", "FAILED", "SUCCEEDED"}) == "STOPPED"
+    before = {
+        "parts": rollout_parts(run),
+        "rollout_complete": (run / "03_rollout" / "_SUCCESS").exists(),
+        "problems_success": (run / "01_problems" / "_SUCCESS").read_text(),
+        "problems_mtime": (run / "01_problems" / "_SUCCESS").stat().st_mtime_ns,
+    }
+
+    second_id = job_client.submit_job(entrypoint=" ".join(["python", *entrypoint]), runtime_env={"working_dir": str(REPO)})
+    status = wait_for_status(job_client, second_id, {"SUCCEEDED", "FAILED", "STOPPED"})
+    return {"run": run, "root": root, "before": before, "status": status, "logs": job_client.get_job_logs(second_id)}
+
+
+def test_job_submission_client_writes_to_a_file_uri(resumed_run):
+    assert resumed_run["status"] == "SUCCEEDED", resumed_run["logs"][-4000:]
+    assert f"run directory file://{resumed_run['root']}/cluster-test" in resumed_run["logs"]
+    assert_run_complete(resumed_run["run"])
+
+
+def test_stopped_job_resumes_only_the_unfinished_rows(resumed_run):
+    assert resumed_run["status"] == "SUCCEEDED", resumed_run["logs"][-4000:]
+    before = resumed_run["before"]
+    assert not before["rollout_complete"], "the job was stopped too late: the rollout stage had finished"
+    run = resumed_run["run"]
+    done_before = [rid for ids in before["parts"].values() for rid in ids]
+    assert f"[03 rollout] resuming: {len(done_before)} rows already written" in resumed_run["logs"]
+    # Finished work is kept as it was: the same part files, and the problems stage is not redone.
+    after = rollout_parts(run)
+    for name, ids in before["parts"].items():
+        assert after.get(name) == ids, f"part {name} was rewritten"
+    assert (run / "01_problems" / "_SUCCESS").stat().st_mtime_ns == before["problems_mtime"]
+    assert "[01 problems] complete: reusing" in resumed_run["logs"]
+    # Every rollout exactly once across the parts of both jobs; the resumed job made only the missing ones.
+    all_ids = [rid for ids in after.values() for rid in ids]
+    assert len(all_ids) == len(set(all_ids)) == 12  # 6 problems x 2 samples
+    stats = json.loads((run / "03_rollout" / "_SUCCESS").read_text())
+    assert stats["new_rows"] == 12 - len(done_before)
+
+
+def test_resumed_corpus_equals_an_uninterrupted_run(resumed_run, cli_run):
+    _result, reference = cli_run
+    assert resumed_run["status"] == "SUCCEEDED", resumed_run["logs"][-4000:]
+    resumed, uninterrupted = corpus_rows(resumed_run["run"]), corpus_rows(reference)
+    assert list(resumed["rollout_id"]) == list(uninterrupted["rollout_id"])
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+
+
+# --- Ray client ------------------------------------------------------------------------------------------------
+
+
+def test_ray_client_session_runs_a_stage(head: LocalHead):
+    """`ray.init("ray://...")` through ded_ray's own session code, then the verify stage on the cluster."""
+    script = textwrap.dedent(f"""
+        import pandas as pd, ray, ray.data
+        from ded_ray.config import RayConfig, VerifyConfig
+        from ded_ray.ray_session import init_ray
+        from ded_ray.stages.verify import VerifyStage
+
+        init_ray(RayConfig(address="{head.client_address}"))
+        assert ray.util.client.ray.is_connected()
+        rows = pd.DataFrame({{
+            "rollout_id": ["a#t#0", "b#t#0", "c#t#0"], "domain": ["math"] * 3,
+            "question": ["What is 2 + 2?", "What is 3 * 3?", "What is 1 + 5?"],
+            "answer": ["4", "9", "6"], "tests": [None] * 3,
+            "response": ["So \\\\boxed{{4}}", "It is \\\\boxed{{8}}", "no idea"],
+        }})
+        out = ray.data.from_pandas(rows).map_batches(
+            VerifyStage, fn_constructor_kwargs={{"config": VerifyConfig(), "tokenizer": "smollm2-135m"}},
+            batch_format="pandas", concurrency=1).to_pandas()
+        print("VERDICTS", dict(zip(out["rollout_id"], out["verdict"])))
+        print("NODES", len(ray.nodes()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=head.env(), cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    verdicts = eval(result.stdout.split("VERDICTS", 1)[1].splitlines()[0])
+    assert verdicts["a#t#0"] == "correct"
+    assert verdicts["b#t#0"] == "wrong"
+    assert verdicts["c#t#0"] in {"unparsable", "wrong"}
