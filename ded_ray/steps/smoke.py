@@ -31,18 +31,32 @@ ARM_FILE = "arm.json"
 
 
 def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
-    """Run (or resume) every arm; returns the smoke summary with the ranked teachers and the winner."""
+    """Run (or resume) every arm; returns the smoke summary with the ranked teachers and the winner.
+
+    Two phases, so the teachers' Serve replicas never compete for CPUs/GPUs with training: first every
+    teacher answers the smoke questions (served together), then Serve is shut down and each arm trains and
+    evaluates its student.
+    """
     if not config.teachers:
         raise ValueError("the smoke test needs at least one teacher in `teachers`")
     questions = _smoke_questions(problems, config.smoke.questions)
     base = _base_scores(run, config)
-    endpoints = _endpoints(config)
-    try:
-        arms = [_run_arm(run, config, teacher, questions, endpoints.get(teacher.name), base)
-                for teacher in config.teachers]
-    finally:
-        _stop_serving(endpoints)
-    summary = _rank(arms, base)
+    arms = {t.name: _read_json(RunDir(run.file("smoke"), t.name), ARM_FILE) for t in config.teachers}
+    todo = [t for t in config.teachers if not (arms[t.name] and arms[t.name].get("status") == "ok")]
+    answers: dict[str, pd.DataFrame | Exception] = {}
+    if todo:
+        endpoints = _endpoints(todo, config)
+        try:
+            for teacher in todo:
+                answers[teacher.name] = _answer(run, config, teacher, questions, endpoints.get(teacher.name))
+        finally:
+            _stop_serving(endpoints)
+    for teacher in config.teachers:
+        if teacher.name in answers:
+            arms[teacher.name] = _train_and_evaluate(run, config, teacher, answers[teacher.name], base)
+        else:
+            log(f"[smoke {teacher.name}] complete: reusing")
+    summary = _rank([arms[t.name] for t in config.teachers], base)
     _write_summary(run, summary)
     return summary
 
@@ -50,54 +64,66 @@ def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
 # --- one arm -------------------------------------------------------------------------------------------
 
 
-def _run_arm(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
-             endpoint: str | None, base: dict) -> dict:
-    arm_run = RunDir(run.file("smoke"), teacher.name)
-    done = _read_json(arm_run, ARM_FILE)
-    if done and done.get("status") == "ok":
-        log(f"[smoke {teacher.name}] complete: reusing")
-        return done
+def _arm_run(run: RunDir, teacher: TeacherConfig) -> RunDir:
+    return RunDir(run.file("smoke"), teacher.name)
+
+
+def _answer(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
+            endpoint: str | None) -> pd.DataFrame | Exception:
+    """One response per smoke question from the teacher's endpoint, verified; an Exception if that failed."""
+    arm_run = _arm_run(run, teacher)
+    served = teacher
+    if endpoint is not None:  # our Serve deployment or the teacher's own URL, through the openai engine
+        api_key_env = teacher.api_key_env if teacher.endpoint else config.smoke.serve_api_key_env
+        served = teacher.model_copy(update={"endpoint": endpoint, "model": teacher.model or teacher.name,
+                                            "api_key_env": api_key_env})
+    rollout_config = config.rollout.model_copy(update={"engine": "openai"} if served.endpoint else {})
+    arm_config = config.model_copy(update={"rollout": rollout_config})
     try:
-        result = _arm(arm_run, config, teacher, questions, endpoint, base)
+        rollouts = generate_rollouts(arm_run, arm_config, questions, [served], samples=1)
+        if rollouts.num_rows and (rollouts.to_pandas()[S.ERROR].notna()).all():
+            reasons = rollouts.to_pandas()[S.ERROR].value_counts().to_dict()
+            raise RuntimeError(f"every request to the teacher failed: {reasons}")
+        return verify(arm_run, arm_config, rollouts, filter_incorrect=False).to_pandas()
     except Exception as exc:  # an arm's failure is a result to report, not a reason to stop the others
+        log(f"[smoke {teacher.name}] generation failed: {exc}")
+        return exc
+
+
+def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
+                        verified: pd.DataFrame | Exception, base: dict) -> dict:
+    from ded_ray.train.trainer import train_student
+
+    arm_run = _arm_run(run, teacher)
+    try:
+        if isinstance(verified, Exception):
+            raise verified
+        accuracy = float((verified[S.VERDICT] == "correct").mean()) if len(verified) else 0.0
+        corpus = _smoke_corpus(verified, config)
+        if corpus.empty:
+            raise ValueError(f"teacher {teacher.name!r} produced no usable response for the smoke corpus")
+        train_config = config.smoke.train or config.train.model_copy(update={"epochs": 1})
+        trained = train_student(corpus, config.student.model, train_config, arm_run.path)
+        scores = evaluate_model(arm_run, config, trained.student_dir, teacher.name)
+        result = {
+            "name": teacher.name, "status": "ok", "questions": int(len(verified)),
+            "teacher_accuracy": accuracy,
+            "mean_response_tokens": float(verified[S.NUM_TOKENS].mean()) if len(verified) else None,
+            "corpus_rows": int(len(corpus)), "student_dir": trained.student_dir,
+            "student": {bench: _student_score(r, base.get(bench)) for bench, r in scores.items()},
+        }
+    except Exception as exc:
         log(f"[smoke {teacher.name}] failed: {exc}")
         result = {"name": teacher.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=5)}
+                  "traceback": "".join(traceback.format_exception(exc, limit=5))}
     _write_json(arm_run, ARM_FILE, result)
     return result
 
 
-def _arm(arm_run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
-         endpoint: str | None, base: dict) -> dict:
-    from ded_ray.train.trainer import train_student
-
-    served = teacher
-    if endpoint is not None:  # ask our Serve deployment (or the teacher's URL) through the openai engine
-        served = teacher.model_copy(update={"endpoint": endpoint, "model": teacher.model or teacher.name})
-    rollout_config = config.rollout.model_copy(update={"engine": "openai"} if served.endpoint else {})
-    arm_config = config.model_copy(update={"rollout": rollout_config})
-    rollouts = generate_rollouts(arm_run, arm_config, questions, [served], samples=1)
-    verified = verify(arm_run, arm_config, rollouts, filter_incorrect=config.smoke.correct_only).to_pandas()
-    accuracy = float((verified[S.VERDICT] == "correct").mean()) if len(verified) else 0.0
-    corpus = _smoke_corpus(verified, config)
-    if corpus.empty:
-        raise ValueError(f"teacher {teacher.name!r} produced no usable response for the smoke corpus")
-    train_config = config.smoke.train or config.train.model_copy(update={"epochs": 1})
-    trained = train_student(corpus, config.student.model, train_config, arm_run.path)
-    scores = evaluate_model(arm_run, config, trained.student_dir, teacher.name)
-    student = {}
-    for bench, result in scores.items():
-        gain = None
-        if result.get("avg_at_k") is not None and base.get(bench) is not None:
-            gain = result["avg_at_k"] - base[bench]
-        student[bench] = {"avg_at_k": result.get("avg_at_k"), "stderr": result.get("stderr"),
-                          "mean_tokens": result.get("mean_tokens"), "gain": gain}
-    return {
-        "name": teacher.name, "status": "ok", "questions": int(questions.num_rows),
-        "teacher_accuracy": accuracy,
-        "mean_response_tokens": float(verified[S.NUM_TOKENS].mean()) if len(verified) else None,
-        "corpus_rows": int(len(corpus)), "student_dir": trained.student_dir, "student": student,
-    }
+def _student_score(result: dict, base: float | None) -> dict:
+    score = result.get("avg_at_k")
+    return {"avg_at_k": score, "stderr": result.get("stderr"), "mean_tokens": result.get("mean_tokens"),
+            "gain": None if score is None or base is None else score - base}
 
 
 def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
@@ -130,9 +156,9 @@ def _base_scores(run: RunDir, config: DEDConfig) -> dict:
     return {bench: r.get("avg_at_k") for bench, r in results.items()}
 
 
-def _endpoints(config: DEDConfig) -> dict[str, str]:
+def _endpoints(teachers: list[TeacherConfig], config: DEDConfig) -> dict[str, str]:
     """Teachers without an endpoint of their own are served on Ray Serve for the smoke test."""
-    local = [t for t in config.teachers if t.endpoint is None]
+    local = [t for t in teachers if t.endpoint is None]
     if not local:
         return {}
     from ded_ray.serve.deploy import serve_teachers
