@@ -120,3 +120,31 @@ def test_printing_and_histograms(teacher_rows, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     distances = pairwise_distance_values(rows)
     assert len(distances) > 0 and ((distances >= 0) & (distances <= 1)).all()
+
+
+def test_chain_through_ray_matches_plain_pandas(teacher_rows, ray_local):
+    import ray
+
+    ids = sorted(teacher_rows[S.PROBLEM_ID].unique())
+    student = pd.DataFrame([{S.PROBLEM_ID: pid, S.VERDICT: "correct" if j < i % 5 else "wrong"}
+                            for i, pid in enumerate(ids) for j in range(4)])
+    evals = teacher_rows.drop_duplicates(S.PROBLEM_ID).iloc[[3]][[S.PROBLEM_ID, S.QUESTION]]
+    # One actor per stage; 4 actor pools on a 2-CPU Ray would deadlock at the default 1 CPU each.
+    common = {"batch_format": "pandas", "concurrency": 1, "num_cpus": 0.25}
+    ds = (
+        ray.data.from_pandas(teacher_rows).repartition(4)
+        .map_batches(CorrectnessStage, **common)
+        .map_batches(PassRateStage, fn_constructor_kwargs={
+            "pass_rates": student_pass_rates(student, k=4), "threshold": 0.5}, **common)
+        .map_batches(DecontaminateStage, fn_constructor_kwargs={"eval_items": evals}, **common)
+        .groupby(S.PROBLEM_ID)
+        .map_groups(DiversityStage, fn_constructor_kwargs={"per_question": 3}, **common)
+    )
+    rows = MixStage({"science": 5}, seed=0)(ds.to_pandas())
+    expected = curate(teacher_rows)
+    got = rows.set_index(S.ROLLOUT_ID).loc[expected[S.ROLLOUT_ID]]
+    # Decontamination ran before diversity here, so only the contaminated question's rows can differ.
+    same = ~expected[S.PROBLEM_ID].eq(evals[S.PROBLEM_ID].iloc[0]).to_numpy()
+    assert list(got[S.REJECT_REASON].fillna("-")[same]) == list(expected[S.REJECT_REASON].fillna("-")[same])
+    funnel = build_funnel(rows)
+    assert funnel.adds_up and funnel.total == len(teacher_rows)
