@@ -111,7 +111,8 @@ def _decontaminate(run: RunDir, config: DEDConfig, diverse: pa.Table) -> pa.Tabl
             return rows.to_pandas()
         return ray.data.from_arrow(rows).map_batches(
             DecontaminateStage,
-            fn_constructor_kwargs={"eval_items": items, "ngram": config.curate.decontaminate.ngram},
+            fn_constructor_kwargs={"eval_items": items, "ngram": config.curate.decontaminate.ngram,
+                                   "min_words": config.curate.decontaminate.min_words},
             batch_format="pandas",
             concurrency=1,
         )
