@@ -278,7 +278,10 @@ class SmokeConfig(Section):
     # Teacher hosting: "auto" = ray.serve.llm when vLLM is installed (and no API key is asked), else the
     # transformers app (ded_ray.serve.hf_app).
     serve_engine: Literal["auto", "vllm", "hf"] = "auto"
-    serve_cpus_per_replica: float = 1.0  # CPUs per Serve replica (per vLLM engine on the CPU build)
+    # Ray CPUs per Serve replica (per vLLM engine on the CPU build); it also sets the replica's threads
+    # (rounded, >= 1). Below 1 by default: replicas hold their CPUs for the whole smoke test, and the Ray
+    # Data tasks of the clients need a whole free CPU beside them on a 2-core machine.
+    serve_cpus_per_replica: float = 0.5
     serve_gpus_per_replica: float = 0.0  # >0: vLLM on GPUs (ray.serve.llm's default bundles)
     serve_api_key_env: str | None = None  # env var holding the key clients must send (Bearer); None = no auth
     serve_max_model_len: int | None = None  # None = the model's own

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 MAX_BACKOFF_S = 30.0
+CLIENT_CPUS = 0.05  # Ray CPUs reserved per client actor
 _TOO_LONG_MARKERS = ("context_length_exceeded", "maximum context length", "longer than the maximum model length")
 
 
@@ -298,8 +299,9 @@ class OpenAIEngine:
             OpenAIChatClient,
             fn_constructor_kwargs=client_kwargs(endpoint, model, sampling, config, api_key_env),
             compute=ActorPoolStrategy(min_size=int(lo), max_size=int(hi)),
-            # Waiting on HTTP needs little CPU: a fraction, so the client pool fits beside a local server.
-            num_cpus=min(config.num_cpus_per_actor, 0.25),
+            # Waiting on HTTP needs little CPU: a small reservation, so the client pool fits beside a local
+            # Serve teacher and the 1-CPU tasks of the stages around it on a 2-CPU machine.
+            num_cpus=min(config.num_cpus_per_actor, CLIENT_CPUS),
             batch_size=config.batch_size,
             batch_format="pandas",
         )

@@ -285,7 +285,7 @@ def build_hf_app(
         {"num_replicas": lo} if lo == hi
         else {"autoscaling_config": {"min_replicas": lo, "max_replicas": hi, "target_ongoing_requests": 1}}
     )
-    threads = max(1, int(cpus_per_replica))
+    threads = max(1, round(cpus_per_replica))
     by_folder: dict[str, Any] = {}
     handles: dict[str, Any] = {}
     for model_id, folder in models.items():
@@ -299,6 +299,7 @@ def build_hf_app(
             )
             by_folder[folder] = deployment.bind(folder, dtype=dtype, max_model_len=max_model_len, torch_threads=threads)
         handles[model_id] = by_folder[folder]
-    # The router only forwards: a small CPU share, so it fits beside the model replicas on a laptop.
-    router = serve.deployment(OpenAIRouter).options(name="router", ray_actor_options={"num_cpus": 0.1})
+    # The router only forwards (awaits the model replicas): no CPU reservation, like ray.serve.llm's own
+    # router, so a small machine keeps whole CPUs for the replicas and the Ray Data tasks of the clients.
+    router = serve.deployment(OpenAIRouter).options(name="router", ray_actor_options={"num_cpus": 0})
     return router.bind(handles, api_key=api_key)

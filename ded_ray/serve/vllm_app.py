@@ -12,7 +12,7 @@ from typing import Any
 
 from ded_ray.vllm_env import cpu_env, engine_kwargs_for, require_vllm
 
-INGRESS_CPUS = 0.1
+INGRESS_CPUS = 0  # it only forwards to the engines (awaits them)
 
 
 def llm_configs(
@@ -60,7 +60,7 @@ def build_vllm_app(models: dict[str, str], **kwargs):
 
     args: dict[str, Any] = {"llm_configs": llm_configs(models, **kwargs)}
     if os.environ.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING", "0") != "1":  # that mode has no separate ingress
-        # The ingress only forwards requests: a small CPU share instead of Serve's default of one CPU, so
-        # an app of one CPU engine fits on a 2-core machine beside its clients.
+        # No CPU reservation for the ingress instead of Serve's default of one CPU, so an app of one CPU
+        # engine fits on a 2-core machine beside its clients.
         args["ingress_deployment_config"] = {"ray_actor_options": {"num_cpus": INGRESS_CPUS}}
     return build_openai_app(args)
