@@ -19,6 +19,9 @@ import pandas as pd
 from ded_ray import schema as S
 
 SEED_BITS = 63  # fits a signed int64 column and every engine's seed argument
+# Ray CPUs asked by the light per-row tasks (fan-out, prompt rendering): a small share, so they are
+# scheduled beside an engine actor that holds the machine's other CPUs (the vllm engine does the same).
+LIGHT_TASK_CPUS = 0.1
 
 
 def rollout_seed(base_seed: int, rollout_id: str) -> int:
@@ -86,6 +89,7 @@ def fan_out(problems, teachers: Sequence[str], samples: int, base_seed: int, ski
         _fan_out_task,
         fn_kwargs={"teachers": teachers, "samples": samples, "base_seed": base_seed, "skip": skip_arg},
         batch_format="pandas",
+        num_cpus=LIGHT_TASK_CPUS,
     )
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ded_ray import schema as S
 from ded_ray.engines.base import PROMPT_MESSAGES
 from ded_ray.stages.base import Stage, StageError
+from ded_ray.stages.fanout import LIGHT_TASK_CPUS
 
 THINK_PREFIX = "<think>\n"
 
@@ -163,8 +164,8 @@ def render_prompts_task(batch: pd.DataFrame, model_path, system_prompt, few_shot
     """`PromptStage` as a plain Ray Data task function (tokenizer cached per worker process).
 
     A task rather than an actor on purpose: it fuses with the fan-out task and holds no CPU between
-    batches, so the engine's actor pool can have the rest of a small machine (a long-lived prompt actor
-    plus an engine actor can starve the fan-out tasks of CPU on a 2-core machine).
+    batches, and it asks only `LIGHT_TASK_CPUS`, so the engine's actor pool can have the rest of a small
+    machine (a long-lived 1-CPU prompt actor plus an engine actor starve the fan-out tasks on 2 cores).
     """
     return _cached_stage(model_path, system_prompt, few_shot_json, think_prefix)(batch)
 
@@ -180,4 +181,5 @@ def add_prompts(ds, model_path, system_prompt=None, few_shot: Sequence[Any] = ()
             "think_prefix": bool(think_prefix),
         },
         batch_format="pandas",
+        num_cpus=LIGHT_TASK_CPUS,
     )
