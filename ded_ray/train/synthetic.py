@@ -47,15 +47,20 @@ def arithmetic_corpus(n: int, seed: int = 0, system: str | None = None) -> pd.Da
     return pd.DataFrame(rows)
 
 
+# With the SmolLM2 tokenizer and chat template (default system prompt included): measured on this corpus.
+CHAT_OVERHEAD_TOKENS = 52
+TOKENS_PER_STEP = 12
+
+
 def length_mix_corpus(token_lengths: Sequence[int], seed: int = 0) -> pd.DataFrame:
-    """One row per requested length: an arithmetic question whose answer is a chain of worked additions
-    about `length` tokens long in total (about 8 tokens per step with the SmolLM2 tokenizer)."""
+    """One row per requested length: an arithmetic question whose answer is a chain of worked additions,
+    about `length` tokens long in total with the SmolLM2 tokenizer (within a step, ~12 tokens)."""
     rng = random.Random(seed)
     rows = []
     for i, length in enumerate(token_lengths):
         total = rng.randint(0, 9)
         steps = [f"Start with {total}."]
-        for _ in range(max(1, (int(length) - 40) // 8)):
+        for _ in range(max(1, (int(length) - CHAT_OVERHEAD_TOKENS) // TOKENS_PER_STEP)):
             x = rng.randint(1, 9)
             steps.append(f"{total} + {x} = {total + x}.")
             total += x

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,7 +132,7 @@ def train_student(
     spec = LoopSpec(model_path=model_path, train=config.model_dump(), total_steps=total_steps, on_step=on_step)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(spec),
+        train_loop_config=dict(vars(spec)),  # shallow: asdict would turn an on_step dataclass into a dict
         scaling_config=ray.train.ScalingConfig(
             num_workers=world, use_gpu=config.use_gpu, resources_per_worker=_worker_resources(config)
         ),

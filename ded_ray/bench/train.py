@@ -1,0 +1,174 @@
+"""`ded bench train`: SFT throughput on this machine — packed vs padded batches, DDP vs DeepSpeed ZeRO-2/3.
+
+Length mix: the real reasoning traces' lengths (`reasoning_traces_thought_anchors`, when `../shared/data` or
+`$DED_SHARED_DATA` has them; about 4 characters per token) — long-tailed, median ~1.2k and p90 ~4k tokens —
+scaled down so the longest fits the CPU context; a lognormal of the same shape when the traces are absent.
+
+Cases (each a real Ray Train run on a local 2-CPU Ray, side by side in one process):
+- padding fraction of padded vs packed micro-batches on that mix (pure arithmetic, also at the real 16k scale);
+- training tokens/s (real tokens, padding excluded) of a small random-init Llama with the SmolLM2 tokenizer:
+  1 worker DDP packed vs padded; 2 workers DDP vs DeepSpeed ZeRO-2 vs ZeRO-3 (packed).
+Steady-state figures skip each run's first step (warm-up: allocations, first collectives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ded_ray.log import log
+
+BENCH = "train"
+TRACES = "reasoning_traces_thought_anchors/traces_by_problem.jsonl"
+CHARS_PER_TOKEN = 4.0
+
+
+def _row(case: str, metric: str, value: float | None, unit: str, baseline: str | None = None,
+         base_value: float | None = None, note: str | None = None) -> dict:
+    value = None if value is None else round(float(value), 6)
+    row = {"benchmark": BENCH, "case": case, "metric": metric, "value": value, "unit": unit}
+    if baseline is not None and base_value and value is not None:
+        row["baseline"] = baseline
+        row["ratio"] = round(value / base_value, 3)
+    if note:
+        row["note"] = note
+    return row
+
+
+def shared_traces_path() -> Path | None:
+    """`$DED_SHARED_DATA/…` or `../shared/data/…` beside the checkout; None when absent (a user's clone)."""
+    root = os.environ.get("DED_SHARED_DATA")
+    candidates = [Path(root)] if root else []
+    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
+    for base in candidates:
+        if (base / TRACES).is_file():
+            return base / TRACES
+    return None
+
+
+def real_token_lengths() -> tuple[np.ndarray, str]:
+    """Approximate token lengths (prompt + completion) of the real traces, or a lognormal stand-in."""
+    path = shared_traces_path()
+    if path is None:
+        rng = np.random.default_rng(0)
+        return np.clip(rng.lognormal(np.log(1200), 0.7, 2890), 200, 5500).astype(int), "lognormal(median 1200, sigma 0.7)"
+    lengths = []
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            lengths += [(len(row["prompt"]) + len(t["completion"])) / CHARS_PER_TOKEN for t in row["traces"]]
+    return np.asarray(lengths, dtype=int), f"{len(lengths)} real traces ({TRACES}), ~{CHARS_PER_TOKEN:.0f} chars/token"
+
+
+def scaled(lengths: np.ndarray, max_len: int, floor: int = 48) -> np.ndarray:
+    """Lengths scaled so the longest becomes `max_len`; the shape of the distribution is kept."""
+    return np.maximum(floor, (lengths * (max_len / lengths.max())).astype(int))
+
+
+def padding_fractions(lengths, micro_batch_size: int, max_len: int) -> tuple[float, float]:
+    """(padded, packed) fraction of computed token slots that are padding, over the whole length mix."""
+    from ded_ray.train.packing import plan_micro_batches
+
+    lengths = [int(x) for x in lengths]
+    slots = sum(len(g) * max(lengths[i] for i in g) for g in plan_micro_batches(lengths, False, micro_batch_size, 0))
+    padded = 1 - sum(lengths) / slots
+    # Packed rows are concatenated without any padding: 0 by construction; the figure that matters is
+    # how full the rows are (fewer, fuller forward passes).
+    bins = plan_micro_batches(lengths, True, micro_batch_size, micro_batch_size * max_len)
+    fill = sum(lengths) / (len(bins) * micro_batch_size * max_len)
+    return padded, fill
+
+
+def _steady(history: list[dict]) -> dict:
+    steady = history[1:] or history
+    seconds = sum(h["step_time_s"] for h in steady)
+    return {
+        "tokens_per_s": sum(h["tokens"] for h in steady) / seconds if seconds else None,
+        "padding_fraction": statistics.mean(h["padding_fraction"] for h in steady),
+        "step_time_s": statistics.median(h["step_time_s"] for h in steady),
+        "micro_batches": statistics.mean(h["micro_batches"] for h in steady),
+    }
+
+
+def _train_case(corpus, model_path: str, steps: int, **overrides) -> dict:
+    from ded_ray.config import TrainConfig
+    from ded_ray.train.trainer import train_student
+
+    config = TrainConfig(**{
+        "max_seq_len": 512, "micro_batch_size": 4, "global_batch_size": 16, "learning_rate": 1e-4,
+        "max_steps": steps, "epochs": 100, "shuffle": True, "max_failures": 0, **overrides,
+    })
+    with tempfile.TemporaryDirectory(prefix="ded-bench-train-") as out:
+        result = train_student(corpus, model_path, config, Path(out) / "run")
+    return _steady(result.history)
+
+
+def run(quick: bool = False) -> list[dict]:
+    """All cases. `quick`: 3 steps per run and 4 runs (about 5-10 minutes on 2 busy cores); full: 6 steps, 5 runs."""
+    import ray
+
+    from ded_ray.models import build_tiny_model
+    from ded_ray.train.synthetic import length_mix_corpus
+
+    rows: list[dict] = []
+    real, source = real_token_lengths()
+    for micro in (4, 8):
+        padded, fill = padding_fractions(real, micro, 16384)
+        rows.append(_row(f"real lengths, 16k context, micro-batch {micro}, padded", "padding_fraction", padded,
+                         "fraction", note=source))
+        rows.append(_row(f"real lengths, 16k context, micro-batch {micro}, packed", "padding_fraction", 0.0,
+                         "fraction", note=f"packed rows {fill:.0%} full"))
+
+    max_len, n_samples = 512, 160
+    rng = np.random.default_rng(0)
+    mix = scaled(rng.choice(real, size=n_samples, replace=False), max_len)
+    padded, fill = padding_fractions(mix, 4, max_len)
+    note = f"{n_samples} samples, lengths scaled to max {max_len} (median {int(np.median(mix))})"
+    rows.append(_row("scaled mix, micro-batch 4, padded", "padding_fraction", padded, "fraction", note=note))
+    corpus = length_mix_corpus(mix, seed=0)
+
+    # Small but not trivial: 4 layers, hidden 256 (~14M parameters, most of them the 49k-token embedding).
+    model_path = str(build_tiny_model(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=768))
+    steps = 3 if quick else 6
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        cases = {
+            "1 worker DDP padded": dict(strategy="ddp", num_workers=1, packing=False),
+            "1 worker DDP packed": dict(strategy="ddp", num_workers=1, packing=True),
+            "2 workers DDP packed": dict(strategy="ddp", num_workers=2),
+            "2 workers ZeRO-3 packed": dict(strategy="deepspeed", zero_stage=3, num_workers=2),
+        }
+        if not quick:
+            cases["2 workers ZeRO-2 packed"] = dict(strategy="deepspeed", zero_stage=2, num_workers=2)
+        measured = {}
+        for case, overrides in cases.items():
+            log(f"[bench train] {case}")
+            measured[case] = _train_case(corpus, model_path, steps, **overrides)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    for case, m in measured.items():
+        baseline = {"1 worker DDP packed": "1 worker DDP padded"}.get(case)
+        if case.startswith("2 workers") and case != "2 workers DDP packed":
+            baseline = "2 workers DDP packed"
+        base = measured[baseline]["tokens_per_s"] if baseline else None
+        rows.append(_row(case, "tokens_per_s", m["tokens_per_s"], "tokens/s", baseline, base,
+                         note=f"{steps} steps of 16 samples, first step excluded"))
+        rows.append(_row(case, "padding_fraction", m["padding_fraction"], "fraction"))
+        rows.append(_row(case, "step_time_s", m["step_time_s"], "s", note=f"{m['micro_batches']:.1f} micro-batches/step"))
+    return rows
+
+
+if __name__ == "__main__":  # python -m ded_ray.bench.train [--quick]
+    import sys
+
+    for r in run(quick="--quick" in sys.argv):
+        print(json.dumps(r))

@@ -1,0 +1,104 @@
+"""Student SFT end to end on a local Ray (2 CPUs): Ray Train + DDP / DeepSpeed ZeRO-3 on the tiny model.
+
+Each test is a real TorchTrainer run of a few optimizer steps on a small generated arithmetic corpus written
+in CORPUS_SCHEMA. Slow (worker start-up, DeepSpeed import): marked `engine`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ded_ray import schema as S
+from ded_ray.config import TrainConfig
+from ded_ray.train.faults import CrashOnce
+from ded_ray.train.synthetic import arithmetic_corpus, write_corpus_parquet
+from ded_ray.train.trainer import train_student
+
+pytestmark = pytest.mark.engine
+
+STEP_METRICS = {"loss", "lr", "tokens_per_s", "padding_fraction", "grad_norm", "samples", "tokens", "step"}
+
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    from ded_ray.models import build_tiny_model
+
+    return str(build_tiny_model())
+
+
+@pytest.fixture(scope="module")
+def corpus_path(tmp_path_factory):
+    """24 usable arithmetic samples + one too long + one without an assistant turn."""
+    df = arithmetic_corpus(24, seed=1)
+    bad = arithmetic_corpus(2, seed=2)
+    bad.at[0, S.MESSAGES] = [{"role": "user", "content": "What is 1 + 1?"},
+                             {"role": "assistant", "content": "1 + 1 = 2. " * 60}]
+    bad.at[1, S.MESSAGES] = [{"role": "user", "content": "What is 1 + 1?"}]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.parquet"
+    write_corpus_parquet(pd.concat([df, bad], ignore_index=True), path)
+    return str(path)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(max_seq_len=128, learning_rate=3e-3, warmup_ratio=0.0, global_batch_size=8, micro_batch_size=2,
+                epochs=2, shuffle=False, max_failures=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _generates(student_dir: str) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    inputs = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                     return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    return tok.decode(out[0, inputs["input_ids"].shape[1]:])
+
+
+def _check_run(result, steps: int, tmp_path):
+    assert [h["step"] for h in result.history] == list(range(1, steps + 1))
+    assert STEP_METRICS <= set(result.history[0])
+    assert result.history[-1]["loss"] < result.history[0]["loss"] - 0.5  # the fixed corpus is being learned
+    assert result.rejected == {"too_long": 1, "no_assistant_turn": 1}
+    assert (tmp_path / "run" / "rejected" / "train_tokenize" / "too_long").is_dir()
+    assert result.num_samples == 24
+    assert isinstance(_generates(result.student_dir), str)
+    assert (tmp_path / "run" / "student" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "student" / "chat_template.jinja").exists()
+
+
+def test_ddp_one_worker_trains_and_saves_a_loadable_student(ray_local, tiny_path, corpus_path, tmp_path):
+    result = train_student(corpus_path, tiny_path, _config(strategy="ddp", num_workers=1), tmp_path / "run")
+    _check_run(result, steps=6, tmp_path=tmp_path)  # 24 samples / 8 per step x 2 epochs
+    assert all(h["padding_fraction"] == 0.0 for h in result.history)  # packed
+
+
+def test_ddp_two_workers_padded(ray_local, tiny_path, corpus_path, tmp_path):
+    result = train_student(corpus_path, tiny_path,
+                           _config(strategy="ddp", num_workers=2, packing=False), tmp_path / "run")
+    _check_run(result, steps=6, tmp_path=tmp_path)
+    assert all(h["padding_fraction"] > 0.0 for h in result.history)
+    assert all(h["samples"] == 8 for h in result.history)  # 4 per worker, both workers counted
+
+
+def test_deepspeed_zero3_two_workers_resumes_after_a_worker_is_killed(ray_local, tiny_path, corpus_path, tmp_path):
+    marker = tmp_path / "crashed"
+    config = _config(strategy="deepspeed", zero_stage=3, num_workers=2, checkpoint_every_steps=2, max_failures=1)
+    result = train_student(corpus_path, tiny_path, config, tmp_path / "run",
+                           on_step=CrashOnce(str(marker), step=3, rank=1))
+    assert marker.exists()  # rank 1 really died after step 3 ...
+    assert result.resumed_at == [2]  # ... and the new worker group picked up at the step-2 checkpoint
+    _check_run(result, steps=6, tmp_path=tmp_path)
+
+
+def test_packed_and_padded_training_match_under_zero3(ray_local, tiny_path, corpus_path, tmp_path):
+    runs = {}
+    for packing in (True, False):
+        config = _config(strategy="deepspeed", zero_stage=3, num_workers=1, packing=packing, max_steps=3)
+        runs[packing] = train_student(corpus_path, tiny_path, config, tmp_path / f"run-{packing}").history
+    packed, padded = ([h["loss"] for h in runs[p]] for p in (True, False))
+    assert len(packed) == 3
+    assert packed == pytest.approx(padded, rel=1e-4)  # same samples per step, same token-summed loss
+    assert runs[True][0]["padding_fraction"] == 0.0 < runs[False][0]["padding_fraction"]
