@@ -36,10 +36,16 @@ MARKER = "DED_TEST_CLUSTER"
 LOCALHOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free right now (all held open while choosing, so none is returned twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((LOCALHOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -96,20 +102,44 @@ def start_head(
     num_cpus: int = 2,
     autoscaling_config: dict | None = None,
     extra_env: dict[str, str] | None = None,
-    timeout_s: float = 180.0,
+    timeout_s: float = 240.0,
+    attempts: int = 3,
 ) -> LocalHead:
-    """Start `ray start --head --block` with free ports on 127.0.0.1; returns once the job API answers.
+    """Start `ray start --head --block` with free ports on 127.0.0.1; returns once the head is ready.
 
     `autoscaling_config`: a cluster config for Ray's fake multi-node provider (the autoscaler then starts
     worker "nodes" as local processes); `extra_env` goes to the head and every process from `env()`.
+    A head whose raylet dies while starting is stopped and started again, up to `attempts` times: Ray 2.60's
+    raylet aborts when its dashboard agent takes over 15 s to come up, which happens on a loaded machine.
     """
+    errors = []
+    for _attempt in range(attempts):
+        head = _launch(num_cpus, autoscaling_config, dict(extra_env or {}))
+        try:
+            wait_until_ready(head, timeout_s)
+            return head
+        except HeadStartError as exc:
+            errors.append(str(exc))
+            head.stop()
+        except BaseException:
+            head.stop()
+            raise
+    raise HeadStartError(f"the head did not start in {attempts} attempts:\n" + "\n---\n".join(errors))
+
+
+class HeadStartError(RuntimeError):
+    """The head's processes died or did not come up in time (the message carries their logs)."""
+
+
+def _launch(num_cpus: int, autoscaling_config: dict | None, extra_env: dict[str, str]) -> LocalHead:
     temp_dir = Path(tempfile.mkdtemp(prefix="dedc", dir="/tmp"))  # short: Ray's unix socket paths are limited
-    ports = {name: free_port() for name in ("gcs", "dashboard", "client", "agent_http", "agent_grpc",
-                                            "runtime_env", "metrics", "node_manager", "object_manager")}
+    names = ("gcs", "dashboard", "client", "agent_http", "agent_grpc", "runtime_env", "metrics", "node_manager",
+             "object_manager")
+    ports = dict(zip(names, free_ports(len(names))))
     head = LocalHead(
         temp_dir=temp_dir, gcs_port=ports["gcs"], dashboard_port=ports["dashboard"], client_port=ports["client"],
         token=secrets.token_hex(32), marker=uuid.uuid4().hex, process=None,  # type: ignore[arg-type]
-        log_path=temp_dir / "head.log", extra_env=dict(extra_env or {}),
+        log_path=temp_dir / "head.log", extra_env=extra_env,
     )
     cmd = [
         RAY, "start", "--head", "--block", "--disable-usage-stats",
@@ -121,7 +151,8 @@ def start_head(
         f"--node-manager-port={ports['node_manager']}", f"--object-manager-port={ports['object_manager']}",
         f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
     ]
-    env = head.env()
+    # Give slow agents more time where Ray honours it (newer raylets read this for their port-file wait).
+    env = head.env(RAY_agent_register_timeout_ms="120000")
     if autoscaling_config is not None:
         config = dict(autoscaling_config)
         config["provider"] = {**config.get("provider", {}), "gcs_address": head.gcs_address}
@@ -133,29 +164,38 @@ def start_head(
     with open(head.log_path, "w") as log:
         head.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                         start_new_session=True)
-    try:
-        wait_for_job_api(head, timeout_s)
-    except Exception:
-        head.stop()
-        raise
     return head
 
 
-def wait_for_job_api(head: LocalHead, timeout_s: float) -> None:
+def wait_until_ready(head: LocalHead, timeout_s: float) -> None:
+    """Until the raylet has started (after its agents), the runtime-env agent listens and the job API answers."""
+    logs = head.temp_dir / "session_latest" / "logs"
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if head.process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {head.process.returncode}:\n{head.log_path.read_text()}")
-        try:
-            request = urllib.request.Request(f"{head.dashboard_url}/api/jobs/", headers=head.auth_headers())
-            with urllib.request.urlopen(request, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError as exc:
-            last = exc
+        raylet_out, raylet_err = _read(logs / "raylet.out"), _read(logs / "raylet.err")
+        if head.process.poll() is not None or "Check failed" in raylet_err or " C " in raylet_out:
+            raise HeadStartError(f"the head's raylet died:\n{raylet_err[-2000:] or raylet_out[-2000:]}"
+                                 f"\n{_read(head.log_path)[-1000:]}")
+        raylet_up = "Raylet of id" in raylet_out
+        agent_up = "Listening to address" in _read(logs / "runtime_env_agent.log")
+        if raylet_up and agent_up:
+            try:
+                request = urllib.request.Request(f"{head.dashboard_url}/api/jobs/", headers=head.auth_headers())
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError as exc:
+                last = exc
         time.sleep(1)
-    raise TimeoutError(f"the head's job API did not answer in {timeout_s}s ({last}):\n{head.log_path.read_text()}")
+    raise HeadStartError(f"the head was not ready in {timeout_s}s ({last}):\n{_read(head.log_path)[-2000:]}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def marked_processes(marker: str) -> list[psutil.Process]:

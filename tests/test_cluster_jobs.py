@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ CONFIG = "ded_ray/configs/cluster-test.yaml"
 JOB_TIMEOUT_S = 900  # the whole pipeline; a few minutes on an idle 2-core machine
 STAGES = ["01_problems", "03_rollout", "04_correctness", "05_student_rollout", "06_student_verify",
           "07_pass_rate", "08_diversity", "09_decontaminate", "10_mix"]
+ROW_WISE_STAGES = {"03_rollout", "04_correctness", "05_student_rollout", "06_student_verify"}  # resume by rollout_id
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +44,10 @@ def job_client(head: LocalHead):
     return JobSubmissionClient(head.dashboard_url, headers=head.auth_headers())
 
 
-def submit_cli(head: LocalHead, *job_args: str, wait: bool = True) -> subprocess.CompletedProcess:
+def submit_cli(head: LocalHead, *job_args: str, wait: bool = True, job_id: str | None = None,
+               ) -> subprocess.CompletedProcess:
     """`ray job submit --working-dir . -- python <job_args>`, as the README tells users to."""
-    flags = [] if wait else ["--no-wait"]
+    flags = ([] if wait else ["--no-wait"]) + ([f"--submission-id={job_id}"] if job_id else [])
     return ray_cli(head, "job", "submit", *flags, "--working-dir", ".", "--", "python", *job_args,
                    timeout=JOB_TIMEOUT_S)
 
@@ -100,9 +103,9 @@ def test_ray_job_submit_runs_the_pipeline(cli_run):
 
 
 def test_failing_job_exits_non_zero(head: LocalHead, job_client):
-    result = submit_cli(head, "jobs/run_pipeline.py", "--config", "no-such-config.yaml")
+    job_id = f"ded-failing-{uuid.uuid4().hex[:8]}"
+    result = submit_cli(head, "jobs/run_pipeline.py", "--config", "no-such-config.yaml", job_id=job_id)
     assert result.returncode != 0
-    job_id = job_client.list_jobs()[-1].submission_id
     assert str(job_client.get_job_status(job_id).value) == "FAILED"
     assert "no-such-config.yaml" in job_client.get_job_logs(job_id)
 
@@ -112,32 +115,46 @@ def test_failing_job_exits_non_zero(head: LocalHead, job_client):
 
 @pytest.fixture(scope="module")
 def resumed_run(head: LocalHead, job_client, tmp_path_factory) -> dict:
-    """A pipeline job stopped with `ray job stop` while its rollout stage is half written, then submitted
-    again through `JobSubmissionClient` with the same command; the run root is a file:// URI."""
+    """A pipeline job stopped with `ray job stop` right after its rollout stage finished (so in the middle of
+    verification, the next stage), then submitted again through `JobSubmissionClient` with the same
+    command; the run root is a file:// URI.
+
+    Why there: each stage's rows reach the driver in one burst at this size (one input block), so "half a
+    stage written" cannot be hit reliably by timing; a finished rollout followed by a stage in flight can.
+    """
     root = tmp_path_factory.mktemp("resume-runs")
     run = root / "cluster-test"
     entrypoint = ["jobs/run_pipeline.py", "--config", CONFIG, f"run.root=file://{root}"]
-    submitted = submit_cli(head, *entrypoint, wait=False)
+    first_id = f"ded-stopped-{uuid.uuid4().hex[:8]}"
+    submitted = submit_cli(head, *entrypoint, wait=False, job_id=first_id)
     assert submitted.returncode == 0, submitted.stderr
-    first_id = job_client.list_jobs()[-1].submission_id
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not rollout_parts(run) and time.monotonic() < deadline:
+    while not (run / "03_rollout" / "_SUCCESS").exists() and time.monotonic() < deadline:
         assert str(job_client.get_job_status(first_id).value) in {"PENDING", "RUNNING"}, job_client.get_job_logs(first_id)
-        time.sleep(0.3)
+        time.sleep(0.2)
     stopped = ray_cli(head, "job", "stop", first_id)
     assert stopped.returncode == 0, stopped.stderr
     assert wait_for_status(job_client, first_id, {"STOPPED", "FAILED", "SUCCEEDED"}) == "STOPPED"
-    before = {
-        "parts": rollout_parts(run),
-        "rollout_complete": (run / "03_rollout" / "_SUCCESS").exists(),
-        "problems_success": (run / "01_problems" / "_SUCCESS").read_text(),
-        "problems_mtime": (run / "01_problems" / "_SUCCESS").stat().st_mtime_ns,
-    }
+    before = stage_snapshot(run)
 
     second_id = job_client.submit_job(entrypoint=" ".join(["python", *entrypoint]), runtime_env={"working_dir": str(REPO)})
     status = wait_for_status(job_client, second_id, {"SUCCEEDED", "FAILED", "STOPPED"})
-    return {"run": run, "root": root, "before": before, "status": status, "logs": job_client.get_job_logs(second_id)}
+    return {"run": run, "root": root, "before": before, "corpus_before": (run / "corpus.parquet").exists(),
+            "status": status, "logs": job_client.get_job_logs(second_id)}
+
+
+def stage_snapshot(run: Path) -> dict[str, dict]:
+    """{stage folder: {complete, success_mtime, parts}} of every stage folder in the run directory."""
+    snapshot = {}
+    for folder in sorted(run.glob("[0-9][0-9]_*")):
+        success = folder / "_SUCCESS"
+        snapshot[folder.name] = {
+            "complete": success.exists(),
+            "success_mtime": success.stat().st_mtime_ns if success.exists() else None,
+            "parts": sorted(p.name for p in folder.glob("part-*.parquet")),
+        }
+    return snapshot
 
 
 def test_job_submission_client_writes_to_a_file_uri(resumed_run):
@@ -146,24 +163,23 @@ def test_job_submission_client_writes_to_a_file_uri(resumed_run):
     assert_run_complete(resumed_run["run"])
 
 
-def test_stopped_job_resumes_only_the_unfinished_rows(resumed_run):
+def test_stopped_job_resumes_without_redoing_finished_work(resumed_run):
     assert resumed_run["status"] == "SUCCEEDED", resumed_run["logs"][-4000:]
-    before = resumed_run["before"]
-    assert not before["rollout_complete"], "the job was stopped too late: the rollout stage had finished"
-    run = resumed_run["run"]
-    done_before = [rid for ids in before["parts"].values() for rid in ids]
-    assert f"[03 rollout] resuming: {len(done_before)} rows already written" in resumed_run["logs"]
-    # Finished work is kept as it was: the same part files, and the problems stage is not redone.
-    after = rollout_parts(run)
-    for name, ids in before["parts"].items():
-        assert after.get(name) == ids, f"part {name} was rewritten"
-    assert (run / "01_problems" / "_SUCCESS").stat().st_mtime_ns == before["problems_mtime"]
-    assert "[01 problems] complete: reusing" in resumed_run["logs"]
-    # Every rollout exactly once across the parts of both jobs; the resumed job made only the missing ones.
-    all_ids = [rid for ids in after.values() for rid in ids]
+    before, after = resumed_run["before"], stage_snapshot(resumed_run["run"])
+    finished = [name for name, stage in before.items() if stage["complete"]]
+    assert "01_problems" in finished and "03_rollout" in finished
+    assert not resumed_run["corpus_before"] and set(finished) != set(STAGES), "the job was not stopped midway"
+    for name in finished:  # reused as they were: same _SUCCESS (not rewritten), same part files
+        assert after[name] == before[name], f"finished stage {name} was redone"
+        index, stage = name.split("_", 1)
+        assert f"[{index} {stage}] complete: reusing" in resumed_run["logs"]
+    for name, stage in before.items():  # a row-wise stage cut off midway keeps its written parts
+        if not stage["complete"] and name in ROW_WISE_STAGES:
+            assert set(stage["parts"]) <= set(after[name]["parts"]), f"{name} lost parts written before the stop"
+    # Every rollout exactly once; the resumed job generated none of them again.
+    all_ids = [rid for ids in rollout_parts(resumed_run["run"]).values() for rid in ids]
     assert len(all_ids) == len(set(all_ids)) == 12  # 6 problems x 2 samples
-    stats = json.loads((run / "03_rollout" / "_SUCCESS").read_text())
-    assert stats["new_rows"] == 12 - len(done_before)
+    assert "[03 rollout] complete: reusing 12 rows" in resumed_run["logs"]
 
 
 def test_resumed_corpus_equals_an_uninterrupted_run(resumed_run, cli_run):

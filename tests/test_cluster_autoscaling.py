@@ -1,0 +1,146 @@
+"""Autoscaling for real on one machine: Ray's fake multi-node provider adds worker "nodes" (local raylets).
+
+The head advertises 0 CPUs, so nothing can run until the autoscaler adds a worker node: a rollout job
+(jobs/rollout.py, the hf engine's actor pool with concurrency (1, 2) and 1 CPU per actor) must make it add
+nodes and finish. A second job loses a worker node (its raylet SIGKILLed) in the middle of the rollout and
+must still write every rollout exactly once.
+
+This is the `ray.cluster_utils.AutoscalingCluster` set-up done by hand: that helper runs `ray stop --force`
+(which would stop every Ray on this shared machine) and reads an example config the wheel no longer ships.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from cluster_head import MARKER, REPO, LocalHead, ray_cli, start_head
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
+
+WORKER_TYPE = "cpu-worker"
+ROWS = 12  # cluster-test.yaml: 6 problems x 2 samples
+JOB_TIMEOUT_S = 900
+
+# The fake provider's cluster config (the shape of Ray's fake_multi_node/example.yaml): a head with no CPUs
+# and one worker type that starts at zero. The provider gets the head's GCS address from start_head().
+AUTOSCALING_CONFIG = {
+    "cluster_name": "ded-fake",
+    "max_workers": 2,
+    "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                 "disable_launch_config_check": True},
+    "available_node_types": {
+        "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+        WORKER_TYPE: {"resources": {"CPU": 1, "object_store_memory": 300 * 2**20}, "node_config": {},
+                      "min_workers": 0, "max_workers": 2},
+    },
+    "head_node_type": "ray.head.default",
+    "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.5, "docker": {},
+    "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+    "head_start_ray_commands": [], "worker_start_ray_commands": [], "file_mounts": {},
+    "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+}
+
+
+@pytest.fixture(scope="module")
+def head():
+    head = start_head(num_cpus=0, autoscaling_config=AUTOSCALING_CONFIG)
+    yield head
+    head.stop()
+
+
+@pytest.fixture(scope="module")
+def job_client(head: LocalHead):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(head.dashboard_url, headers=head.auth_headers())
+
+
+def submit_rollout(job_client, root: Path, name: str) -> str:
+    entrypoint = (f"python jobs/rollout.py --config ded_ray/configs/cluster-test.yaml "
+                  f"run.root={root} run.name={name}")
+    return job_client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+
+
+def wait_done(job_client, job_id: str) -> str:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = str(job_client.get_job_status(job_id).value)
+        if status in {"SUCCEEDED", "FAILED", "STOPPED"}:
+            return status
+        time.sleep(1)
+    raise TimeoutError(f"job {job_id} still running after {JOB_TIMEOUT_S}s:\n{job_client.get_job_logs(job_id)[-3000:]}")
+
+
+def worker_nodes(head: LocalHead) -> list[dict]:
+    """Every non-head node the cluster has seen (alive or gone), from the state API."""
+    result = ray_cli(head, "list", "nodes", "--address", head.dashboard_url, "--format", "json", "--limit", "100",
+                     timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [n for n in json.loads(result.stdout) if not n.get("is_head_node")]
+
+
+def worker_raylets(head: LocalHead) -> list[psutil.Process]:
+    """The raylet processes of the fake worker nodes (the provider starts them with RAY_NODE_TYPE_NAME)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            env = proc.environ()
+            if (env.get(MARKER) == head.marker and env.get("RAY_NODE_TYPE_NAME") == WORKER_TYPE
+                    and "raylet" in " ".join(proc.info["cmdline"] or [])):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return [p for p in found if p.name() == "raylet"] or found
+
+
+def rollout_ids_by_part(run: Path) -> list[list[str]]:
+    return [pq.read_table(p, columns=["rollout_id"])["rollout_id"].to_pylist()
+            for p in sorted((run / "03_rollout").glob("part-*.parquet"))]
+
+
+def test_rollout_job_makes_the_autoscaler_add_nodes(head, job_client, tmp_path):
+    assert worker_nodes(head) == [], "the cluster should start with the head only"
+    job_id = submit_rollout(job_client, tmp_path, "autoscale")
+    status = wait_done(job_client, job_id)
+    logs = job_client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+
+    added = worker_nodes(head)
+    assert len(added) >= 1, "no worker node was added"
+    assert all(n.get("labels", {}).get("ray.io/node-group", WORKER_TYPE) == WORKER_TYPE for n in added)
+    run = tmp_path / "autoscale"
+    assert (run / "03_rollout" / "_SUCCESS").exists()
+    ids = [rid for part in rollout_ids_by_part(run) for rid in part]
+    assert len(ids) == len(set(ids)) == ROWS
+
+
+def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_client, tmp_path):
+    run = tmp_path / "node-loss"
+    job_id = submit_rollout(job_client, tmp_path, "node-loss")
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not rollout_ids_by_part(run) and time.monotonic() < deadline:
+        assert str(job_client.get_job_status(job_id).value) in {"PENDING", "RUNNING"}, job_client.get_job_logs(job_id)
+        time.sleep(0.3)
+    raylets = worker_raylets(head)
+    assert raylets, "no worker node raylet found to kill"
+    rows_before = sum(len(p) for p in rollout_ids_by_part(run))
+    raylets[0].send_signal(signal.SIGKILL)  # the node dies with its actors and their in-flight batches
+
+    status = wait_done(job_client, job_id)
+    logs = job_client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert rows_before < ROWS, "the node was killed after the rollout had finished"
+    ids = [rid for part in rollout_ids_by_part(run) for rid in part]
+    assert len(ids) == len(set(ids)), "a rollout was written twice"
+    assert len(ids) == ROWS, "a rollout was lost"
+    stats = json.loads((run / "03_rollout" / "_SUCCESS").read_text())
+    assert stats["rows"] == ROWS

@@ -1,0 +1,70 @@
+"""notebooks/ded_interactive.ipynb runs top to bottom against a real head's Ray client server (ray://).
+
+The notebook's parameter cell is replaced (as papermill would) with this head's client address and a run
+root in a temp dir; the kernel gets the head's auth token through its environment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from cluster_head import REPO, start_head
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+
+NOTEBOOK = REPO / "notebooks" / "ded_interactive.ipynb"
+
+
+@pytest.fixture(scope="module")
+def head():
+    head = start_head(num_cpus=2)
+    yield head
+    head.stop()
+
+
+def parameter_cell(nb) -> int:
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "the notebook needs exactly one cell tagged `parameters`"
+    return tagged[0]
+
+
+def outputs_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", ""))
+        parts.extend(str(v) for k, v in out.get("data", {}).items() if k == "text/plain")
+    return "".join(parts)
+
+
+def test_notebook_runs_on_the_cluster_through_ray_client(head, tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    index = parameter_cell(nb)
+    nb.cells[index].source = "\n".join([
+        f"ADDRESS = {head.client_address!r}",
+        f"RUN_ROOT = {str(tmp_path)!r}",
+        "RUN_NAME = 'notebook'",
+        "CONFIG = 'cluster-test.yaml'",
+        "OVERRIDES = ['rollout.samples_per_question=4', 'curate.diversity.per_question=2', "
+        "'curate.pass_rate.enabled=false']",
+    ])
+    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    client.execute(env=head.env())  # raises CellExecutionError on the first failing cell
+
+    text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "connected to Ray" in text
+    assert "6 problems" in text
+    assert "24 trajectories:" in text  # 6 problems x 4 samples, all accounted for by the funnel
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the distance plot was not drawn"
+
+    # The work happened on the cluster side: the run directory holds the stages and the corpus.
+    run = tmp_path / "notebook"
+    for stage in ("01_problems", "03_rollout", "04_correctness", "08_diversity", "10_mix"):
+        assert (run / stage / "_SUCCESS").exists(), stage
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["funnel"]["total"] == 24
+    assert manifest["corpus"]["rows"] > 0
