@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -39,6 +40,17 @@ def init_ray(config: RayConfig) -> None:
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         log(f"joined Ray at {address}: {ray.cluster_resources()}")
-    # Quiet the per-operator progress bars of Ray Data: our runner prints rows/s per stage instead.
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Our runner prints one progress line per part and stage; Ray Data's own chatter would drown it.
+
+    Off: the per-operator progress bars, the INFO lines per dataset execution, and the high-memory
+    detector, which warns on every small CPU actor pool (it compares use against a request of 0 bytes).
+    """
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    detectors = ctx.issue_detectors_config.detectors
+    ctx.issue_detectors_config.detectors = [d for d in detectors if d.__name__ != "HighMemoryIssueDetector"]
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
