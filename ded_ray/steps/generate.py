@@ -25,6 +25,17 @@ STAGE_STUDENT_ROLLOUT = (5, "student_rollout")
 STAGE_STUDENT_VERIFY = (6, "student_verify")
 
 
+def in_blocks(table: pa.Table, rows_per_block: int) -> ray.data.Dataset:
+    """A Dataset of `table` cut into blocks of `rows_per_block` rows.
+
+    `from_arrow(table)` makes ONE block, and an actor pool gives a block to one actor: the whole stage would
+    run on a single actor (the pool never grows, the autoscaler never adds a node) and its rows would reach
+    the run directory in one burst at the end instead of part by part.
+    """
+    size = max(1, int(rows_per_block))
+    return ray.data.from_arrow([table.slice(i, size) for i in range(0, max(table.num_rows, 1), size)])
+
+
 def reject_rollout_errors(batch: pd.DataFrame) -> pd.DataFrame:
     """Rows the engine could not generate are rejected under their own error slug (prompt_too_long, http_4xx…)."""
     errors = batch[S.ERROR] if S.ERROR in batch else pd.Series([None] * len(batch), index=batch.index)
@@ -40,8 +51,12 @@ def generate_rollouts(
 ) -> pa.Table:
     """M rollouts per (problem, target) into stage `stage`; error rows rejected when `reject_errors`."""
 
+    per_problem = len(targets) * (config.rollout.samples_per_question if samples is None else samples)
+
     def build(done: set[str]) -> ray.data.Dataset:
-        ds = rollout(problems.to_pandas(), targets, config.rollout, samples=samples,
+        # One block per engine batch: problems x targets x samples rows (fan-out happens per block).
+        blocks = in_blocks(problems, config.rollout.batch_size // max(per_problem, 1))
+        ds = rollout(blocks, targets, config.rollout, samples=samples,
                      base_seed=config.run.seed + seed_offset, skip_ids=done)
         if reject_errors:
             ds = ds.map_batches(reject_rollout_errors, batch_format="pandas")
@@ -62,7 +77,7 @@ def verify(
             todo = todo.filter(pc.invert(pc.is_in(todo[S.ROLLOUT_ID], pa.array(sorted(done)))))
         if todo.num_rows == 0:
             return todo
-        ds = ray.data.from_arrow(todo).map_batches(
+        ds = in_blocks(todo, config.verify.batch_size).map_batches(
             VerifyStage,
             fn_constructor_kwargs={"config": config.verify, "tokenizer": config.student.model},
             batch_format="pandas",
