@@ -21,10 +21,10 @@ import pytest
 
 from cluster_head import REPO, LocalHead, ray_cli, start_head
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 CONFIG = "ded_ray/configs/cluster-test.yaml"
-JOB_TIMEOUT_S = 900  # the whole pipeline; a few minutes on an idle 2-core machine
+JOB_TIMEOUT_S = 1800  # the whole pipeline: 7-15 min measured on this shared 2-core machine at load average 20-30
 STAGES = ["01_problems", "03_rollout", "04_correctness", "05_student_rollout", "06_student_verify",
           "07_pass_rate", "08_diversity", "09_decontaminate", "10_mix"]
 ROW_WISE_STAGES = {"03_rollout", "04_correctness", "05_student_rollout", "06_student_verify"}  # resume by rollout_id

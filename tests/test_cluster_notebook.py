@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from cluster_head import REPO, start_head
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 NOTEBOOK = REPO / "notebooks" / "ded_interactive.ipynb"
 
@@ -51,7 +51,7 @@ def test_notebook_runs_on_the_cluster_through_ray_client(head, tmp_path):
         "OVERRIDES = ['rollout.samples_per_question=4', 'curate.diversity.per_question=2', "
         "'curate.pass_rate.enabled=false']",
     ])
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
     client.execute(env=head.env())  # raises CellExecutionError on the first failing cell
 
     text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
