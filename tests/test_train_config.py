@@ -98,3 +98,13 @@ def test_train_config_rejects_inconsistent_settings():
     assert TrainConfig(micro_batch_size=2, max_seq_len=100).packed_tokens == 200
     with pytest.raises(ConfigError, match="unknown key"):
         load_config("demo.yaml", ["train.zero=3"])
+
+
+def test_workers_use_the_cpu_accelerator_and_the_project_cache_for_compiled_ops(tmp_path, monkeypatch):
+    from ded_ray.train.trainer import worker_env
+
+    monkeypatch.setenv("DED_CACHE_DIR", str(tmp_path))
+    env = worker_env(TrainConfig(strategy="deepspeed", zero_stage=3))
+    assert env["DS_ACCELERATOR"] == "cpu"
+    assert env["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "torch_extensions")
+    assert "DS_ACCELERATOR" not in worker_env(TrainConfig(use_gpu=True))

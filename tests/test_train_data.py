@@ -13,7 +13,6 @@ import torch
 from ded_ray import schema as S
 from ded_ray.train.loss import summed_token_loss
 from ded_ray.train.packing import (
-    MicroBatch,
     Sample,
     block_causal_mask,
     build_micro_batches,

@@ -137,7 +137,8 @@ def run(quick: bool = False) -> list[dict]:
     steps = 3 if quick else 6
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _node_ip_address="127.0.0.1")  # a private local Ray: nothing listens beyond this machine
     try:
         cases = {
             "1 worker DDP padded": dict(strategy="ddp", num_workers=1, packing=False),

@@ -27,6 +27,7 @@ IGNORE_INDEX = -100  # label of a token that contributes no loss (torch cross_en
 # Columns the tokenize stage writes (only used inside training, so they live here, not in schema.py).
 INPUT_IDS = "input_ids"
 LABELS = "labels"
+SEQ_LEN = "seq_len"  # prompt + completion tokens (not the corpus's `num_tokens`, which is lineage)
 NUM_LABEL_TOKENS = "num_label_tokens"
 
 
@@ -106,14 +107,14 @@ def _target_length(completion_ids: list[int], eos_id: int | None) -> int:
 
 
 class TokenizeStage(Stage):
-    """Ray Data stage: `messages` -> `input_ids`, `labels`, `num_tokens`, `num_label_tokens`.
+    """Ray Data stage: `messages` -> `input_ids`, `labels`, `seq_len`, `num_label_tokens`.
 
     Unusable rows keep empty ids and get `reject_reason`/`reject_detail` (the stage never drops rows).
     """
 
     name: ClassVar[str] = "train_tokenize"
     reads: ClassVar[tuple[str, ...]] = (S.MESSAGES,)
-    writes: ClassVar[tuple[str, ...]] = (INPUT_IDS, LABELS, S.NUM_TOKENS, NUM_LABEL_TOKENS)
+    writes: ClassVar[tuple[str, ...]] = (INPUT_IDS, LABELS, SEQ_LEN, NUM_LABEL_TOKENS)
 
     def __init__(self, model_path: str, max_seq_len: int, truncate: bool = False):
         from transformers import AutoTokenizer
@@ -131,7 +132,7 @@ class TokenizeStage(Stage):
         done = [tokenize_chat(self.tokenizer, m, self.max_seq_len, self.truncate) for m in batch[S.MESSAGES]]
         batch[INPUT_IDS] = [np.asarray(t.input_ids, dtype=np.int32) for t in done]
         batch[LABELS] = [np.asarray(t.labels, dtype=np.int32) for t in done]
-        batch[S.NUM_TOKENS] = np.asarray([len(t.input_ids) for t in done], dtype=np.int32)
+        batch[SEQ_LEN] = np.asarray([len(t.input_ids) for t in done], dtype=np.int32)
         batch[NUM_LABEL_TOKENS] = np.asarray([t.num_label_tokens for t in done], dtype=np.int32)
         # Always write the reject columns (all None when every row is fine) so every block has one schema.
         for column in (S.REJECT_REASON, S.REJECT_DETAIL):
