@@ -7,10 +7,16 @@ Each actor loads the model once (`HFGenerator.__init__`) and generates one Ray D
   from that row's own `torch.Generator` (one uniform draw per row per step, inverse-CDF over the
   temperature/top-p distribution); `generate` itself runs greedy over the processor's one-hot scores.
   So a row's sample depends only on its seed and its own logits — not on the global RNG, not on which
-  rows share its batch. (The logits themselves can differ in the last bits between batch shapes, more so
-  in bf16; a flip of a sampled token needs the draw to sit on a CDF boundary, which is rare but possible.)
-  The cost against transformers' own sampling is a Python loop of one `torch.rand` per row per step, next
-  to a full forward pass of the model: measured by `ded bench rollout` (case `plain-seeded`).
+  rows share its batch: the same batch gives the same responses, always. Across batch compositions the
+  logits themselves can differ in the last bits (other padding, other GEMM shapes; more so in bf16), and
+  a sampled token flips when a draw sits on such a boundary: rare for a trained model's peaked
+  distributions (SmolLM2, 48 new tokens: 4 of 4 rows checked identical), common for a random-init
+  model's flat one (tiny test model, 32 new tokens: 19 of 24 rows identical alone vs batched in fp32,
+  2 of 24 in bf16). Generating each row alone would make it exact at
+  a large speed cost; we chose batching. vLLM's batch-variant numerics behave the same way.
+  Cost against transformers' own sampling: one `torch.rand` per row per step and a top-256 candidate
+  set instead of a full vocabulary sort (exact: rows whose nucleus does not fit fall back to the sort);
+  `ded bench rollout` measures it (case "plain, per-row seeded sampler").
 - stop on EOS (the tokenizer's and the model's generation config's) or `max_tokens`;
 - `token_entropy`: mean over the generated tokens of the entropy, in bits, of the model's full next-token
   distribution (raw logits, temperature 1, before top-p) — recorded inside the same processor, so no
