@@ -208,6 +208,9 @@ class TrainConfig(Section):
     num_workers: int = Field(1, ge=1)  # data-parallel ranks (GPUs, or CPU processes)
     use_gpu: bool = False
     num_cpus_per_worker: float = 1.0  # CPU cores reserved per worker; torch uses that many threads
+    # Intra-op threads per worker when they should differ from the reserved CPUs (e.g. a 1-CPU reservation
+    # on a 2-core laptop whose other stages are idle while training runs); None = the reservation.
+    torch_threads: int | None = None
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: Literal[0, 1, 2, 3] = 0  # deepspeed only
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states in host memory (GPU runs only)

@@ -73,6 +73,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(config.seed)
+    if config.torch_threads:  # else torch follows OMP_NUM_THREADS, which Ray sets to the reserved CPUs
+        torch.set_num_threads(config.torch_threads)
 
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
