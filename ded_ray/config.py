@@ -373,7 +373,7 @@ def validate_config(data: dict[str, Any], origin: str = "<config>") -> DEDConfig
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Apply one `a.b.c=value` override in place; the value is parsed as YAML ("3" -> 3, "[1,2]" -> list).
 
-    A numeric path part indexes a list (`teachers.0.name=x`).
+    A numeric path part indexes a list (`teachers.0.name=x`); the index one past the end appends.
     """
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
@@ -386,7 +386,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     for i, key in enumerate(keys[:-1]):
         node = _child(node, key, create_dict=not keys[i + 1].isdigit(), where=".".join(keys[: i + 1]))
     last = keys[-1]
-    if isinstance(node, list):
+    if isinstance(node, list) and last.isdigit() and int(last) == len(node):
+        node.append(value)  # `teachers.2=...` on a list of two adds a third
+    elif isinstance(node, list):
         node[_list_index(node, last, dotted)] = value
     else:
         node[last] = value

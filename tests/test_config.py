@@ -71,3 +71,8 @@ def test_override_syntax_errors():
 def test_missing_config_file_names_shipped_ones():
     with pytest.raises(ConfigError, match="demo.yaml"):
         load_config("does-not-exist.yaml")
+
+
+def test_override_one_past_the_end_appends():
+    c = load_config(None, ["teachers.2={name: extra, endpoint: 'http://127.0.0.1:1/v1', model: m}"])
+    assert [t.name for t in c.teachers][-1] == "extra" and c.teachers[2].endpoint.endswith("/v1")
