@@ -203,14 +203,14 @@ def cmd_serve(args: argparse.Namespace, config: DEDConfig) -> int:
     import time
 
     from ded_ray.ray_session import init_ray
-    from ded_ray.serve.deploy import serve_teachers, shutdown_teachers
+    from ded_ray.serve.deploy import served_model_id, serve_teachers, shutdown_teachers
 
     names = args.teacher or [t.name for t in config.teachers if t.endpoint is None]
     teachers = [config.teacher_config(n) for n in names]
     init_ray(config.ray)
     endpoints = serve_teachers(teachers, config.smoke)
-    for name, url in endpoints.items():
-        print(f"{name}: {url}  (OpenAI-compatible; model id {name!r})")
+    for teacher in teachers:
+        print(f"{teacher.name}: {endpoints[teacher.name]}  (OpenAI-compatible; model id {served_model_id(teacher)!r})")
     print("serving; Ctrl-C to stop", flush=True)
     try:
         while True:
