@@ -42,7 +42,8 @@ def _png(b64: str) -> bool:
 def test_summaries_match_the_library_functions_on_the_kept_rows(pair):
     base, tuned = pair
     rollouts = pd.DataFrame({S.TOKEN_ENTROPY: [0.4, None, 0.8, 1.2], S.NUM_TOKENS: [10, 0, 10, 20]})
-    out = arm_diagnostics(base, tuned, PROMPTS, RESPONSES, TEXTS, rollouts=rollouts, max_responses=1, max_texts=3)
+    out = arm_diagnostics(base, tuned, PROMPTS, RESPONSES, TEXTS, rollouts=rollouts, label="teacher-a",
+                          max_responses=1, max_texts=3)
     json.dumps(out)  # stored in smoke.json as is
 
     # Only rows with both a prompt and a response count; the cap keeps the first one.

@@ -75,7 +75,8 @@ def response_token_entropies(
     import torch
 
     if len(prompts) != len(responses):
-        raise ValueError(f"token entropy: {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
+        raise ValueError(f"token entropy: {len(prompts)} prompts but {len(responses)} responses; "
+                         "pass one prompt per response")
     if batch_size < 1:
         raise ValueError(f"token entropy: batch_size must be >= 1, got {batch_size}")
     if max_tokens is not None and max_tokens < 1:

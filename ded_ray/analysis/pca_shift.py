@@ -47,7 +47,8 @@ def pooled_hidden_states(model, tokenizer, texts: Sequence[str], max_tokens: int
     import torch
 
     if max_tokens < 1 or batch_size < 1:
-        raise ValueError(f"pooled hidden states: max_tokens and batch_size must be >= 1, got {max_tokens}, {batch_size}")
+        raise ValueError(f"pooled hidden states: max_tokens and batch_size must be >= 1, "
+                         f"got {max_tokens}, {batch_size}")
     encoded = tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
