@@ -106,7 +106,31 @@ def _smoke(smoke: dict | None) -> str:
     img = f"<img alt='smoke test chart' src='data:image/png;base64,{chart}'>" if chart else ""
     return ("<h2>Teacher smoke test (as the paper's Table 1)</h2><p class='muted'>Teachers are ranked by the "
             "student each one produces; the teacher's own accuracy is shown beside it.</p>"
-            f"<table>{head}{''.join(body)}</table>{img}")
+            f"<table>{head}{''.join(body)}</table>{img}{_diagnostics(smoke['teachers'])}")
+
+
+def _diagnostics(arms: list[dict]) -> str:
+    """Per arm: the base student's token entropy on the teacher's responses and the PCA shift (paper §4)."""
+    rows, figures = [], []
+    for arm in arms:
+        diag = arm.get("diagnostics") or {}
+        entropy, shift = diag.get("entropy") or {}, diag.get("pca_shift") or {}
+        if not entropy and not shift:
+            continue
+        rows.append(f"<tr><td>{html.escape(arm['name'])}</td><td>{_num2(entropy.get('mean'))}</td>"
+                    f"<td>{_num2(entropy.get('median'))}</td><td>{_num2(shift.get('mean_shift'))}</td></tr>")
+        for key, title in (("histogram_png", "token entropy"), ("plot_png", "PCA shift by layer")):
+            png = (entropy if key == "histogram_png" else shift).get(key)
+            if png:
+                figures.append(f"<figure><img alt='{html.escape(arm['name'])} {title}' src='data:image/png;base64,"
+                               f"{png}'><figcaption>{html.escape(arm['name'])}: {title}</figcaption></figure>")
+    if not rows:
+        return ""
+    return ("<h3>Diagnostics (paper §4)</h3><p class='muted'>Entropy: bits per response token of the base "
+            "student's next-token distribution on each teacher's responses (teacher forcing). PCA shift: "
+            "how far the distilled student's hidden states moved from the base's, per layer.</p>"
+            "<table><tr><th>teacher</th><th>entropy mean</th><th>entropy median</th><th>mean PCA shift</th></tr>"
+            f"{''.join(rows)}</table><div class='grid'>{''.join(figures)}</div>")
 
 
 def _eval(evals: dict) -> str:
@@ -225,6 +249,10 @@ def _pct(value) -> str:
 
 def _signed_pct(value) -> str:
     return "-" if value is None else f"{100 * value:+.1f} pts"
+
+
+def _num2(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _num(value) -> str:

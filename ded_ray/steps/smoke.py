@@ -111,6 +111,7 @@ def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
             "mean_response_tokens": float(verified[S.NUM_TOKENS].mean()) if len(verified) else None,
             "corpus_rows": int(len(corpus)), "student_dir": trained.student_dir,
             "student": {bench: _student_score(r, base.get(bench)) for bench, r in scores.items()},
+            "diagnostics": _diagnostics(config, teacher, verified, trained.student_dir),
         }
     except Exception as exc:
         log(f"[smoke {teacher.name}] failed: {exc}")
@@ -118,6 +119,18 @@ def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
                   "traceback": "".join(traceback.format_exception(exc, limit=5))}
     _write_json(arm_run, ARM_FILE, result)
     return result
+
+
+def _diagnostics(config: DEDConfig, teacher: TeacherConfig, verified: pd.DataFrame, student_dir: str) -> dict:
+    """The paper's §4 analysis for one arm: the base student's token entropy on the teacher's responses
+    (teacher forcing) and the PCA shift from the base to this arm's student on benchmark questions."""
+    from ded_ray.analysis.diagnostics import arm_diagnostics
+    from ded_ray.io import read_problems
+    from ded_ray.models import resolve_model
+
+    texts = [q for b in config.eval.benchmarks for q in read_problems(b.source)[0][S.QUESTION]]
+    return arm_diagnostics(str(resolve_model(config.student.model)), student_dir, verified[S.PROMPT].tolist(),
+                           verified[S.RESPONSE].tolist(), texts, rollouts=verified, label=teacher.name)
 
 
 def _student_score(result: dict, base: float | None) -> dict:
