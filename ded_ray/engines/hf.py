@@ -7,13 +7,15 @@ Each actor loads the model once (`HFGenerator.__init__`) and generates one Ray D
   from that row's own `torch.Generator` (one uniform draw per row per step, inverse-CDF over the
   temperature/top-p distribution); `generate` itself runs greedy over the processor's one-hot scores.
   So a row's sample depends only on its seed and its own logits — not on the global RNG, not on which
-  rows share its batch: the same batch gives the same responses, always. Across batch compositions the
-  logits themselves can differ in the last bits (other padding, other GEMM shapes; more so in bf16), and
-  a sampled token flips when a draw sits on such a boundary: rare for a trained model's peaked
-  distributions (SmolLM2, 48 new tokens: 4 of 4 rows checked identical), common for a random-init
-  model's flat one (tiny test model, 32 new tokens: 19 of 24 rows identical alone vs batched in fp32,
-  2 of 24 in bf16). Generating each row alone would make it exact at
-  a large speed cost; we chose batching. vLLM's batch-variant numerics behave the same way.
+  rows share its batch: the same batch gives the same responses, always. It is NOT bit-exact across
+  batch compositions: other batch mates mean other padding and other GEMM shapes, the logits differ in
+  the last bits (more in bf16), and once a draw sits on a shifted CDF boundary the rest of the response
+  diverges. Measured: SmolLM2 in bf16, 16 new tokens, 4 rows generated as one sub-batch vs reordered in
+  sub-batches of 2 — 2 of 4 responses changed (the two rows whose padding changed); a random-init tiny
+  model, 32 new tokens, each row alone vs batched: 19 of 24 identical in fp32, 2 of 24 in bf16.
+  Generating every row alone would make it exact at a large speed cost; we chose batching (vLLM's
+  batch-variant numerics behave the same way). Each response is still a sample of its row's seed and
+  distribution, so a resumed run (other batches) is statistically, not bitwise, the same run.
   Cost against transformers' own sampling: one `torch.rand` per row per step and a top-256 candidate
   set instead of a full vocabulary sort (exact: rows whose nucleus does not fit fall back to the sort);
   `ded bench rollout` measures it (case "plain, per-row seeded sampler").
