@@ -8,7 +8,7 @@ import pytest
 
 from ded_ray.cli import main
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU generation and training
 
 
 def test_ded_eval_writes_avg_at_k_with_standard_errors(tmp_path, shared_data, ray_local):

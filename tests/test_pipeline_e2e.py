@@ -10,7 +10,7 @@ import pytest
 from ded_ray import schema as S
 from ded_ray.cli import main
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU generation and training
 
 SMALL = [
     "teacher=step-1shot",

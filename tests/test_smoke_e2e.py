@@ -8,7 +8,7 @@ import pytest
 
 from ded_ray.cli import main
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU generation and training
 
 
 def test_smoke_test_ranks_teachers_and_reports_the_dead_one(tmp_path, ray_local, capsys):

@@ -128,9 +128,13 @@ def _diagnostics(config: DEDConfig, teacher: TeacherConfig, verified: pd.DataFra
     from ded_ray.io import read_problems
     from ded_ray.models import resolve_model
 
-    texts = [q for b in config.eval.benchmarks for q in read_problems(b.source)[0][S.QUESTION]]
-    return arm_diagnostics(str(resolve_model(config.student.model)), student_dir, verified[S.PROMPT].tolist(),
-                           verified[S.RESPONSE].tolist(), texts, rollouts=verified, label=teacher.name)
+    try:
+        texts = [q for b in config.eval.benchmarks for q in read_problems(b.source)[0][S.QUESTION]]
+        return arm_diagnostics(str(resolve_model(config.student.model)), student_dir, verified[S.PROMPT].tolist(),
+                               verified[S.RESPONSE].tolist(), texts, rollouts=verified, label=teacher.name)
+    except Exception as exc:  # diagnostics explain a ranking; they never decide whether an arm failed
+        log(f"[smoke {teacher.name}] diagnostics failed: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _student_score(result: dict, base: float | None) -> dict:
