@@ -194,26 +194,36 @@ def test_resumed_corpus_equals_an_uninterrupted_run(resumed_run, cli_run):
 
 
 def test_ray_client_session_runs_a_stage(head: LocalHead):
-    """`ray.init("ray://...")` through ded_ray's own session code, then the verify stage on the cluster."""
+    """`ray.init("ray://...")` through ded_ray's own session code, then the verify stage on the cluster.
+
+    Ray Data's streaming executor cannot run in a Ray client driver (Ray 2.60: the client worker has no
+    core worker), so the client sends the stage's Dataset pipeline to the cluster as a task — the pattern
+    the notebook uses — and gets back only the verdicts.
+    """
     script = textwrap.dedent(f"""
-        import pandas as pd, ray, ray.data
+        import pandas as pd, ray
         from ded_ray.config import RayConfig, VerifyConfig
         from ded_ray.ray_session import init_ray
-        from ded_ray.stages.verify import VerifyStage
 
         init_ray(RayConfig(address="{head.client_address}"))
         assert ray.util.client.ray.is_connected()
+
+        @ray.remote(num_cpus=0)
+        def verify_on_cluster(rows):
+            import ray.data
+            from ded_ray.stages.verify import VerifyStage
+            return ray.data.from_pandas(rows).map_batches(
+                VerifyStage, fn_constructor_kwargs={{"config": VerifyConfig(), "tokenizer": "smollm2-135m"}},
+                batch_format="pandas", concurrency=1).to_pandas()
+
         rows = pd.DataFrame({{
             "rollout_id": ["a#t#0", "b#t#0", "c#t#0"], "domain": ["math"] * 3,
             "question": ["What is 2 + 2?", "What is 3 * 3?", "What is 1 + 5?"],
             "answer": ["4", "9", "6"], "tests": [None] * 3,
             "response": ["So \\\\boxed{{4}}", "It is \\\\boxed{{8}}", "no idea"],
         }})
-        out = ray.data.from_pandas(rows).map_batches(
-            VerifyStage, fn_constructor_kwargs={{"config": VerifyConfig(), "tokenizer": "smollm2-135m"}},
-            batch_format="pandas", concurrency=1).to_pandas()
+        out = ray.get(verify_on_cluster.remote(rows))
         print("VERDICTS", dict(zip(out["rollout_id"], out["verdict"])))
-        print("NODES", len(ray.nodes()))
     """)
     result = subprocess.run([sys.executable, "-c", script], env=head.env(), cwd=REPO, capture_output=True,
                             text=True, timeout=600)
