@@ -222,7 +222,7 @@ class TrainConfig(Section):
     max_seq_len: int = Field(1024, ge=8)  # prompt + response tokens per sample
     truncate: bool = False  # False: over-long samples are rejected with a reason
     packing: bool = True
-    pack_tokens: int | None = None  # tokens per packed micro-batch; None = micro_batch_size * max_seq_len
+    pack_tokens: int | None = None  # tokens per packed row (micro_batch_size rows per micro-batch); None = max_seq_len
     learning_rate: float = 1e-5
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"  # our choice (paper: unspecified)
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0)
@@ -231,7 +231,7 @@ class TrainConfig(Section):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     global_batch_size: int = Field(8, ge=1)  # samples per optimizer step, across workers and accumulation
-    micro_batch_size: int = Field(4, ge=1)  # samples per forward pass when padding
+    micro_batch_size: int = Field(4, ge=1)  # rows per forward pass: samples when padding, packed rows when packing
     shuffle: bool = True  # shuffle the corpus once, with `seed`
     seed: int = 0
     max_failures: int = 1  # worker failures Ray Train recovers from (resuming at the last checkpoint)
@@ -255,8 +255,8 @@ class TrainConfig(Section):
 
     @property
     def packed_tokens(self) -> int:
-        """Token budget of one packed micro-batch."""
-        return self.pack_tokens or self.micro_batch_size * self.max_seq_len
+        """Token budget of one packed row."""
+        return self.pack_tokens or self.max_seq_len
 
 
 class BenchmarkConfig(Section):

@@ -95,7 +95,7 @@ def test_train_config_rejects_inconsistent_settings():
         TrainConfig(max_seq_len=512, pack_tokens=256)
     with pytest.raises(ValueError, match="use_gpu"):
         TrainConfig(strategy="deepspeed", zero_stage=3, offload_optimizer=True)
-    assert TrainConfig(micro_batch_size=2, max_seq_len=100).packed_tokens == 200
+    assert TrainConfig(micro_batch_size=2, max_seq_len=100).packed_tokens == 100
     with pytest.raises(ConfigError, match="unknown key"):
         load_config("demo.yaml", ["train.zero=3"])
 

@@ -148,41 +148,69 @@ def _samples(tokenizer, n=4) -> list[Sample]:
 
 def test_packed_positions_restart_and_targets_never_cross_samples(tokenizer):
     samples = _samples(tokenizer)
-    packed = collate_packed(samples, "block_mask")
     lens = [len(s) for s in samples]
     starts = np.cumsum([0] + lens[:-1])
-    pos = packed.position_ids[0].numpy()
-    assert (pos[starts] == 0).all()
-    assert packed.num_padding == 0 and packed.input_ids.shape == (1, sum(lens))
-    # The last token of each sample has no target (it must not predict the next sample's first token).
     ends = starts + np.array(lens) - 1
-    assert (packed.targets[0].numpy()[ends] == IGNORE_INDEX).all()
+    for attention in ("varlen", "block_mask"):
+        packed = collate_packed([samples], attention)
+        pos = packed.position_ids[0].numpy()
+        assert (pos[starts] == 0).all() and (np.diff(pos)[np.setdiff1d(np.arange(len(pos) - 1), ends)] == 1).all()
+        assert packed.num_padding == 0 and packed.input_ids.shape == (1, sum(lens))
+        # The last token of each sample has no target (it must not predict the next sample's first token).
+        assert (packed.targets[0].numpy()[ends] == IGNORE_INDEX).all()
+    assert collate_packed([samples], "varlen").attention_mask is None  # the varlen kernel needs no mask
 
 
 def test_block_mask_is_causal_within_samples_only():
-    mask = block_causal_mask([2, 3])[0, 0]
-    allowed = (mask == 0).int().tolist()
-    assert allowed == [
+    mask = block_causal_mask(torch.tensor([[0, 0, 1, 1, 1]]))[0, 0]
+    assert mask.int().tolist() == [
         [1, 0, 0, 0, 0],
         [1, 1, 0, 0, 0],
         [0, 0, 1, 0, 0],
         [0, 0, 1, 1, 0],
         [0, 0, 1, 1, 1],
     ]
+    additive = block_causal_mask(torch.tensor([[0, 0, 1, 1, 1]]), torch.float32)[0, 0]
+    assert ((additive == 0) == mask).all() and additive.min() == torch.finfo(torch.float32).min
 
 
-def test_packed_logits_equal_each_sample_run_alone(model, tokenizer):
+def test_packed_rows_pad_only_row_ends_and_pads_attend_to_themselves(tokenizer):
+    a, b, c = _samples(tokenizer, n=3)
+    mb = collate_packed([[a, b], [c]], "block_mask", pad_token_id=tokenizer.pad_token_id)
+    width = len(a) + len(b)
+    assert mb.input_ids.shape == (2, width) and mb.num_padding == width - len(c)
+    assert (mb.targets[1, len(c):] == IGNORE_INDEX).all()
+    pads = mb.attention_mask[1, 0, len(c):, :]
+    assert (pads.sum(-1) == 1).all()  # each pad sees exactly one position: itself
+
+
+@pytest.mark.parametrize("impl, mask_dtype", [("sdpa", torch.bool), ("eager", torch.float32)])
+def test_packed_logits_equal_each_sample_run_alone(tiny_path, tokenizer, impl, mask_dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, attn_implementation=impl).eval()
     samples = _samples(tokenizer)
+    rows = [[samples[0], samples[3]], [samples[1], samples[2]]]
+    cases = [
+        (rows, collate_packed(rows, "block_mask", mask_dtype, tokenizer.pad_token_id)),
+        # varlen concatenates every row into one; on CPU transformers reads the packing from the position ids
+        ([[s for row in rows for s in row]], collate_packed(rows, "varlen")),
+    ]
     with torch.no_grad():
-        packed = model(**collate_packed(samples, "block_mask").model_inputs("cpu")).logits[0]
-        contaminated = model(input_ids=collate_packed(samples, "block_mask").input_ids).logits[0]
-        offset = 0
-        for s in samples:
-            alone = model(input_ids=torch.from_numpy(s.input_ids)[None].long()).logits[0]
-            torch.testing.assert_close(packed[offset : offset + len(s)], alone, rtol=1e-4, atol=1e-4)
-            offset += len(s)
-    # Without the mask and position reset the later samples see the earlier ones: the check above can fail.
-    assert not torch.allclose(packed, contaminated, atol=1e-4)
+        for layout, packed_mb in cases:
+            # use_cache=False as in training: with a KV cache transformers ignores position-id packing.
+            logits = model(**packed_mb.model_inputs("cpu"), use_cache=False).logits
+            for r, row in enumerate(layout):
+                at = 0
+                for s in row:
+                    alone = model(input_ids=torch.from_numpy(s.input_ids)[None].long()).logits[0]
+                    torch.testing.assert_close(logits[r, at : at + len(s)], alone, rtol=1e-4, atol=1e-4)
+                    at += len(s)
+        # Without the mask and position reset the later samples see the earlier ones: the check above can fail.
+        one_row = collate_packed([samples], "block_mask", mask_dtype)
+        isolated = model(**one_row.model_inputs("cpu")).logits[0]
+        contaminated = model(input_ids=one_row.input_ids).logits[0]
+    assert not torch.allclose(isolated, contaminated, atol=1e-4)
 
 
 def _grads(model, micro_batches) -> tuple[float, torch.Tensor]:
@@ -199,14 +227,19 @@ def _grads(model, micro_batches) -> tuple[float, torch.Tensor]:
 
 def test_packed_and_padded_give_the_same_loss_and_gradient(model, tokenizer):
     samples = _samples(tokenizer, n=5)
-    padded = build_micro_batches(samples, packing=False, micro_batch_size=2, pack_tokens=512, pad_token_id=tokenizer.pad_token_id)
-    packed = build_micro_batches(samples, packing=True, micro_batch_size=2, pack_tokens=200, pad_token_id=tokenizer.pad_token_id)
+    pad_id = tokenizer.pad_token_id
+    padded = build_micro_batches(samples, packing=False, micro_batch_size=2, pack_tokens=512, pad_token_id=pad_id)
     assert len(padded) == 3 and sum(m.num_padding for m in padded) > 0
-    assert sum(m.num_padding for m in packed) == 0 and sum(m.num_samples for m in packed) == 5
     loss_pad, grad_pad = _grads(model, padded)
-    loss_pack, grad_pack = _grads(model, packed)
-    assert loss_pad == pytest.approx(loss_pack, rel=1e-5)
-    torch.testing.assert_close(grad_pad, grad_pack, rtol=1e-4, atol=1e-6)
+    for attention in ("block_mask", "varlen"):
+        packed = build_micro_batches(samples, packing=True, micro_batch_size=2, pack_tokens=120, pad_token_id=pad_id,
+                                     attention=attention)
+        assert sum(m.num_samples for m in packed) == 5 and len(packed) >= 2
+        if attention == "varlen":
+            assert sum(m.num_padding for m in packed) == 0
+        loss_pack, grad_pack = _grads(model, packed)
+        assert loss_pad == pytest.approx(loss_pack, rel=1e-5)
+        torch.testing.assert_close(grad_pad, grad_pack, rtol=1e-4, atol=1e-6)
     model.zero_grad()
 
 
@@ -227,13 +260,16 @@ def test_masked_tokens_contribute_no_loss(model, tokenizer):
     assert mb.num_target_tokens == int(learned.sum())
 
 
-def test_plan_bins_respect_capacity_and_keep_every_sample():
+def test_plan_rows_respect_capacity_and_keep_every_sample():
     lengths = [90, 10, 60, 40, 30, 70, 5]
-    bins = plan_micro_batches(lengths, packing=True, micro_batch_size=2, pack_tokens=100)
-    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
-    assert all(sum(lengths[i] for i in b) <= 100 for b in bins)
-    assert len(bins) == 4  # 305 tokens: the fewest bins of 100 possible
-    assert plan_micro_batches(lengths, packing=False, micro_batch_size=3, pack_tokens=100) == [[0, 1, 2], [3, 4, 5], [6]]
+    plan = plan_micro_batches(lengths, packing=True, micro_batch_size=2, pack_tokens=100)
+    rows = [row for mb in plan for row in mb]
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows)
+    assert len(rows) == 4  # 305 tokens: the fewest rows of 100 possible
+    assert [len(mb) for mb in plan] == [2, 2]
+    padded = plan_micro_batches(lengths, packing=False, micro_batch_size=3, pack_tokens=100)
+    assert padded == [[[0], [1], [2]], [[3], [4], [5]], [[6]]]
 
 
 def test_filler_pass_adds_no_loss_and_no_gradient(model, tokenizer):

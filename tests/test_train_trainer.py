@@ -72,7 +72,8 @@ def _check_run(result, steps: int, tmp_path):
 def test_ddp_one_worker_trains_and_saves_a_loadable_student(ray_local, tiny_path, corpus_path, tmp_path):
     result = train_student(corpus_path, tiny_path, _config(strategy="ddp", num_workers=1), tmp_path / "run")
     _check_run(result, steps=6, tmp_path=tmp_path)  # 24 samples / 8 per step x 2 epochs
-    assert all(h["padding_fraction"] == 0.0 for h in result.history)  # packed
+    # packed (the default): several samples per row, padding only at the end of a micro-batch's shorter rows
+    assert all(h["padding_fraction"] < 0.1 for h in result.history)
 
 
 def test_ddp_two_workers_padded(ray_local, tiny_path, corpus_path, tmp_path):
@@ -101,4 +102,5 @@ def test_packed_and_padded_training_match_under_zero3(ray_local, tiny_path, corp
     packed, padded = ([h["loss"] for h in runs[p]] for p in (True, False))
     assert len(packed) == 3
     assert packed == pytest.approx(padded, rel=1e-4)  # same samples per step, same token-summed loss
-    assert runs[True][0]["padding_fraction"] == 0.0 < runs[False][0]["padding_fraction"]
+    assert runs[True][0]["padding_fraction"] < runs[False][0]["padding_fraction"]
+    assert runs[True][0]["micro_batches"] < runs[False][0]["micro_batches"]  # fuller rows, fewer passes

@@ -71,16 +71,17 @@ def scaled(lengths: np.ndarray, max_len: int, floor: int = 48) -> np.ndarray:
 
 
 def padding_fractions(lengths, micro_batch_size: int, max_len: int) -> tuple[float, float]:
-    """(padded, packed) fraction of computed token slots that are padding, over the whole length mix."""
-    from ded_ray.train.packing import plan_micro_batches
+    """(padding fraction of padded micro-batches, fill of packed rows) over the whole length mix."""
+    from ded_ray.train.packing import pack_rows, plan_micro_batches
 
     lengths = [int(x) for x in lengths]
-    slots = sum(len(g) * max(lengths[i] for i in g) for g in plan_micro_batches(lengths, False, micro_batch_size, 0))
+    plan = plan_micro_batches(lengths, False, micro_batch_size, max_len)
+    slots = sum(len(mb) * max(lengths[row[0]] for row in mb) for mb in plan)
     padded = 1 - sum(lengths) / slots
-    # Packed rows are concatenated without any padding: 0 by construction; the figure that matters is
-    # how full the rows are (fewer, fuller forward passes).
-    bins = plan_micro_batches(lengths, True, micro_batch_size, micro_batch_size * max_len)
-    fill = sum(lengths) / (len(bins) * micro_batch_size * max_len)
+    # Packed rows hold several samples each, at most max_len tokens: the figure that matters is how full the
+    # rows are (fewer, fuller forward passes).
+    rows = pack_rows(lengths, max_len)
+    fill = sum(lengths) / (len(rows) * max_len)
     return padded, fill
 
 

@@ -78,8 +78,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    attention = "varlen" if "flash" in resolve_attn_implementation(config) else "block_mask"
+    attn_implementation = resolve_attn_implementation(config)
+    attention = "varlen" if "flash" in attn_implementation else "block_mask"
     backend = make_backend(spec.model_path, config, spec.total_steps, device, world)
+    # sdpa takes a boolean block mask; eager adds the mask to its scores, so it needs the additive form.
+    mask_dtype = torch.bool if attn_implementation == "sdpa" else backend.compute_dtype
 
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
@@ -107,7 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             samples = next(batches, [])
             micro = build_micro_batches(
                 samples, config.packing, config.micro_batch_size, config.packed_tokens, pad_id, attention,
-                backend.compute_dtype,
+                mask_dtype,
             ) if samples else []
             n_micro = sync.max(len(micro))
             if n_micro == 0:

@@ -132,7 +132,7 @@ def estimate_for_model(model_path: str, config, num_gpus: int | None = None) -> 
     n = num_gpus or config.num_workers
     stage = config.zero_stage if config.strategy == "deepspeed" else 0
     est = estimate_memory(num_params, stage, n, config.bf16, config.offload_optimizer, config.offload_params)
-    tokens = config.packed_tokens if config.packing else config.micro_batch_size * config.max_seq_len
+    tokens = config.micro_batch_size * (config.packed_tokens if config.packing else config.max_seq_len)
     acts = None
     if all(k in cfg for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")):
         acts = estimate_activations(
