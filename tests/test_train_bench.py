@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ded_ray.bench.train import padding_fractions, real_token_lengths, scaled
+from ded_ray.bench.train import padding_fraction, real_token_lengths, scaled
 from ded_ray.train.synthetic import length_mix_corpus
 from ded_ray.train.tokenize import tokenize_chat
 
 
 def test_padding_fraction_by_hand():
     # padded micro-batches of 2: [10, 30] -> 60 slots, [20] -> 20 slots; 60 real tokens of 80 slots.
-    padded, fill = padding_fractions([10, 30, 20], micro_batch_size=2, max_len=30)
-    assert padded == pytest.approx(1 - 60 / 80)
-    # packed: one row of capacity 2 x 30 = 60 holds all 60 tokens.
-    assert fill == pytest.approx(1.0)
+    assert padding_fraction([10, 30, 20], False, micro_batch_size=2, max_len=30) == pytest.approx(1 - 60 / 80)
+    # packed into rows of at most 30 (first-fit decreasing): [30], [15 + 10]; one micro-batch of two rows padded
+    # to 30 -> 55 real tokens of 60 slots.
+    assert padding_fraction([10, 30, 15], True, micro_batch_size=2, max_len=30) == pytest.approx(1 - 55 / 60)
 
 
 def test_scaling_keeps_the_shape_and_caps_at_the_context():

@@ -70,19 +70,15 @@ def scaled(lengths: np.ndarray, max_len: int, floor: int = 48) -> np.ndarray:
     return np.maximum(floor, (lengths * (max_len / lengths.max())).astype(int))
 
 
-def padding_fractions(lengths, micro_batch_size: int, max_len: int) -> tuple[float, float]:
-    """(padding fraction of padded micro-batches, fill of packed rows) over the whole length mix."""
-    from ded_ray.train.packing import pack_rows, plan_micro_batches
+def padding_fraction(lengths, packing: bool, micro_batch_size: int, max_len: int) -> float:
+    """Share of the micro-batch slots that are padding: each row is padded to the longest row of its
+    micro-batch (packed rows hold several samples, at most `max_len` tokens)."""
+    from ded_ray.train.packing import plan_micro_batches
 
     lengths = [int(x) for x in lengths]
-    plan = plan_micro_batches(lengths, False, micro_batch_size, max_len)
-    slots = sum(len(mb) * max(lengths[row[0]] for row in mb) for mb in plan)
-    padded = 1 - sum(lengths) / slots
-    # Packed rows hold several samples each, at most max_len tokens: the figure that matters is how full the
-    # rows are (fewer, fuller forward passes).
-    rows = pack_rows(lengths, max_len)
-    fill = sum(lengths) / (len(rows) * max_len)
-    return padded, fill
+    plan = plan_micro_batches(lengths, packing, micro_batch_size, max_len)
+    slots = sum(len(mb) * max(sum(lengths[i] for i in row) for row in mb) for mb in plan)
+    return 1 - sum(lengths) / slots
 
 
 def _steady(history: list[dict]) -> dict:
@@ -119,18 +115,17 @@ def run(quick: bool = False) -> list[dict]:
     rows: list[dict] = []
     real, source = real_token_lengths()
     for micro in (4, 8):
-        padded, fill = padding_fractions(real, micro, 16384)
-        rows.append(_row(f"real lengths, 16k context, micro-batch {micro}, padded", "padding_fraction", padded,
-                         "fraction", note=source))
-        rows.append(_row(f"real lengths, 16k context, micro-batch {micro}, packed", "padding_fraction", 0.0,
-                         "fraction", note=f"packed rows {fill:.0%} full"))
+        for packing in (False, True):
+            kind = "packed" if packing else "padded"
+            rows.append(_row(f"real lengths, 16k context, micro-batch {micro}, {kind}", "padding_fraction",
+                             padding_fraction(real, packing, micro, 16384), "fraction", note=source))
 
     max_len, n_samples = 512, 160
     rng = np.random.default_rng(0)
     mix = scaled(rng.choice(real, size=n_samples, replace=False), max_len)
-    padded, fill = padding_fractions(mix, 4, max_len)
     note = f"{n_samples} samples, lengths scaled to max {max_len} (median {int(np.median(mix))})"
-    rows.append(_row("scaled mix, micro-batch 4, padded", "padding_fraction", padded, "fraction", note=note))
+    rows.append(_row("scaled mix, micro-batch 4, padded", "padding_fraction", padding_fraction(mix, False, 4, max_len),
+                     "fraction", note=note))
     corpus = length_mix_corpus(mix, seed=0)
 
     # Small but not trivial: 4 layers, hidden 256 (~14M parameters, most of them the 49k-token embedding).
