@@ -47,7 +47,7 @@ demo: setup
 	$(VENV)/bin/ded run
 
 test: setup browser
-	$(PY) -m pytest -m "" tests
+	$(PY) -m pytest -m "" --durations=25 tests
 
 test-fast: setup
 	$(PY) -m pytest tests

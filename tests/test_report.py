@@ -5,53 +5,16 @@ from __future__ import annotations
 import re
 import shutil
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pytest
+from curated_run import write_curated_run
 
-from ded_ray import schema as S
 from ded_ray.analysis.report import build_report, write_report
 from ded_ray.rundir import RunDir
-from ded_ray.runner import run_stage
-from ded_ray.stages.base import mark_rejected
-from ded_ray.steps.evaluate import record_eval
-
-
-def _trajectories() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for q in range(4):
-        for k in range(4):
-            rows.append({S.PROBLEM_ID: f"q{q}", S.ROLLOUT_ID: f"q{q}#t#{k}", S.DOMAIN: "math", S.TEACHER: "t",
-                         S.QUESTION: f"What is {q} + {k}?", S.RESPONSE: f"{q} + {k} = {q + k}. " + "step " * k,
-                         S.NUM_TOKENS: int(rng.integers(5, 40)), S.VERDICT: "correct" if k < 3 else "wrong",
-                         S.TOKEN_ENTROPY: float(rng.random())})
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture
 def run_dir(tmp_path) -> RunDir:
-    """A run directory written through the real runner: rollout → correctness → pass rate → diversity → mix."""
-    run = RunDir(str(tmp_path), "r")
-    run.update_manifest(config={"run": {"name": "r"}, "curate": {"diversity": {"unit": "char"}}}, git_sha="abc")
-    rows = _trajectories()
-    run_stage(run, 3, "rollout", lambda _d: rows.copy(), id_column=None)
-    right = mark_rejected(rows.copy(), rows[S.VERDICT] != "correct", "wrong")
-    run_stage(run, 4, "correctness", lambda _d: right, id_column=None)
-    hard = right[right[S.REJECT_REASON].isna()].drop(columns=[S.REJECT_REASON, S.REJECT_DETAIL]).copy()
-    hard[S.PASS_RATE] = hard[S.PROBLEM_ID].map({"q0": 1.0, "q1": 0.5, "q2": 0.25, "q3": 0.0})
-    hard = mark_rejected(hard, hard[S.PASS_RATE] > 0.75, "too_easy")
-    run_stage(run, 7, "pass_rate", lambda _d: hard, id_column=None)
-    diverse = hard[hard[S.REJECT_REASON].isna()].drop(columns=[S.REJECT_REASON, S.REJECT_DETAIL]).copy()
-    diverse[S.DIVERSITY_MIN_DISTANCE] = 0.5
-    diverse = mark_rejected(diverse, diverse[S.ROLLOUT_ID].str.endswith("#2"), "not_selected")
-    run_stage(run, 8, "diversity", lambda _d: diverse, id_column=None)
-    final = diverse[diverse[S.REJECT_REASON].isna()].drop(columns=[S.REJECT_REASON, S.REJECT_DETAIL])
-    run_stage(run, 10, "mix", lambda _d: final, id_column=None)
-    for label, score in (("base", 0.25), ("student", 0.5)):
-        record_eval(run, label, "m", {"arith": {"questions": 4, "k": 2, "avg_at_k": score, "stderr": 0.1}})
-    return run
+    return write_curated_run(str(tmp_path))
 
 
 def test_report_has_every_section_and_no_external_resources(run_dir):

@@ -1,0 +1,51 @@
+"""`ded ablate`'s arms (PAPER.md Table 3) from a run directory written by the real runner, and its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from curated_run import write_curated_run
+
+from ded_ray import schema as S
+from ded_ray.rundir import SUCCESS, RunDir
+from ded_ray.steps.ablate import ARMS, ablation_table, arm_rows
+
+
+def test_arms_follow_the_curation_funnel(tmp_path):
+    arms = arm_rows(write_curated_run(str(tmp_path)))
+    assert tuple(arms) == ARMS
+    ids = {arm: set(rows[S.ROLLOUT_ID]) for arm, rows in arms.items()}
+    assert {arm: len(i) for arm, i in ids.items()} == {
+        "all": 16, "right": 12, "right-hard": 9, "right-hard-diverse": 6, "random": 6}
+    # each curation step keeps a subset of the one before
+    assert ids["right-hard-diverse"] < ids["right-hard"] < ids["right"] < ids["all"]
+    assert not any(i.endswith("#3") for i in ids["right"])  # the wrong samples
+    assert not any(i.startswith("q0#") for i in ids["right-hard"])  # the question the student solves
+    # the control: as many rows as the diverse arm, from the right ones, without duplicates
+    assert ids["random"] <= ids["right"] and len(arms["random"]) == 6
+
+
+def test_random_control_is_seeded(tmp_path):
+    run = write_curated_run(str(tmp_path))
+    draw = {seed: set(arm_rows(run, seed=seed)["random"][S.ROLLOUT_ID]) for seed in (0, 0, 1, 2, 3)}
+    assert set(arm_rows(run, seed=0)["random"][S.ROLLOUT_ID]) == draw[0]
+    assert len({frozenset(d) for d in draw.values()}) > 1  # 924 possible draws of 6 of 12: seeds differ
+
+
+def test_an_unfinished_run_is_refused_with_the_missing_stage(tmp_path):
+    with pytest.raises(ValueError, match="rollout is not complete .run `ded run` first"):
+        arm_rows(RunDir(str(tmp_path), "never-run"))
+    run = write_curated_run(str(tmp_path))
+    Path(run.stage(8, "diversity").path, SUCCESS).unlink()  # cut off during diversity selection
+    with pytest.raises(ValueError, match="diversity stage is not complete"):
+        arm_rows(run)
+
+
+def test_table_has_the_base_and_every_arm():
+    score = {"questions": 20, "k": 2, "avg_at_k": 0.5, "stderr": 0.1}
+    summary = {"base": {"arith": {**score, "avg_at_k": 0.15}},
+               "arms": {arm: {"rows": 10 + i, "benchmarks": {"arith": score}} for i, arm in enumerate(ARMS)}}
+    table = ablation_table(summary).splitlines()
+    assert table[2].startswith("| base, untrained / arith | 20 | 2 | 15.0% | 10.0 |")
+    assert [line.split(" / ")[0] for line in table[3:]] == [f"| {arm} ({10 + i} rows)" for i, arm in enumerate(ARMS)]
