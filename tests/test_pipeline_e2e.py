@@ -50,3 +50,16 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
     err = capsys.readouterr().err
     assert "reusing" in err and "rows/s" not in err
     assert "[train] complete: reusing" in err
+
+    # `ded ablate` on the finished run: the student trained on each curation step's rows and on the control
+    assert main(["ablate", *args[1:]]) == 0
+    out = capsys.readouterr().out
+    ablation = json.loads((run / "ablation.json").read_text())
+    sizes = {arm: result["rows"] for arm, result in ablation["arms"].items()}
+    assert list(sizes) == ["all", "right", "right-hard", "right-hard-diverse", "random"]
+    assert sizes["all"] == 18 >= sizes["right"] >= sizes["right-hard"] >= sizes["right-hard-diverse"]
+    assert sizes["right-hard-diverse"] == funnel["corpus"] == sizes["random"]
+    for arm, result in ablation["arms"].items():
+        assert result["benchmarks"]["arith-heldout"]["questions"] == 4, arm
+        assert f"| {arm} ({sizes[arm]} rows) / arith-heldout | 4 | 1 |" in out
+    assert ablation["base"] == evals["base"]["benchmarks"]  # the untrained student is not evaluated again
