@@ -13,6 +13,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 from ded_ray import schema as S
+from ded_ray.stages.base import actor_pool
 from ded_ray.stages.diversity import (
     DiversityStage,
     farthest_first,
@@ -256,7 +257,8 @@ def test_stage_through_ray_groupby(ray_local):
     ds = ray.data.from_pandas(frame).repartition(3)
     out = (
         ds.groupby(S.PROBLEM_ID)
-        .map_groups(DiversityStage, fn_constructor_kwargs={"per_question": 3}, batch_format="pandas", concurrency=1)
+        .map_groups(DiversityStage, fn_constructor_kwargs={"per_question": 3}, batch_format="pandas",
+                    compute=actor_pool(1))
         .to_pandas()
     )
     expected = DiversityStage(per_question=3)(frame)

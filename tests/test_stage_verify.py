@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ded_ray import schema as S
+from ded_ray.stages.base import actor_pool
 from ded_ray.stages.verify import VerifyStage
 from ded_ray.verifiers.format import format_ok, length_ok
 
@@ -98,7 +99,7 @@ def test_stage_through_ray_data(ray_local):
     batch = rollouts().iloc[[0, 1, 2, 5, 6, 8]].reset_index(drop=True)
     ds = ray.data.from_pandas(batch).map_batches(
         VerifyStage, fn_constructor_kwargs={"config": {"math_timeout_s": 5.0, "code_timeout_s": 5.0}},
-        batch_format="pandas", batch_size=3, concurrency=1,
+        batch_format="pandas", batch_size=3, compute=actor_pool(1),
     )
     out = ds.to_pandas().set_index(S.PROBLEM_ID).loc[batch[S.PROBLEM_ID]]
     assert list(out[S.VERDICT]) == ["correct", "wrong", "unparsable", "correct", "wrong", "error"]

@@ -7,7 +7,7 @@ rollout failed (`error` set) gets verdict `error` with that reason. Nothing is d
 every row keeps its status, and the correctness stage turns labels into rejections with reasons.
 
 Used as `ds.map_batches(VerifyStage, fn_constructor_kwargs={"config": cfg.verify, "tokenizer": ...},
-batch_format="pandas", concurrency=cfg.verify.concurrency, batch_size=cfg.verify.batch_size)` on CPU
+batch_format="pandas", compute=actor_pool(cfg.verify.concurrency), batch_size=cfg.verify.batch_size)` on CPU
 actors, or called directly on a pandas DataFrame.
 """
 

@@ -16,6 +16,7 @@ from ded_ray.log import log
 from ded_ray.models import resolve_model
 from ded_ray.rundir import RunDir
 from ded_ray.runner import kept_rows, run_stage
+from ded_ray.stages.base import actor_pool
 from ded_ray.stages.decontaminate import DecontaminateStage
 from ded_ray.stages.diversity import DiversityStage
 from ded_ray.stages.mix import MixStage
@@ -63,7 +64,7 @@ def keep_diverse(run: RunDir, config: DEDConfig, hard: pa.Table) -> pa.Table:
             fn_constructor_kwargs={"per_question": cfg.per_question, "unit": cfg.unit,
                                    "compare": cfg.compare, "tokenizer": tokenizer},
             batch_format="pandas",
-            concurrency=1,
+            compute=actor_pool(1),
         )
 
     return run_stage(run, *STAGE_DIVERSITY, build, id_column=None, part_rows=config.run.part_rows)
@@ -114,7 +115,7 @@ def _decontaminate(run: RunDir, config: DEDConfig, diverse: pa.Table) -> pa.Tabl
             fn_constructor_kwargs={"eval_items": items, "ngram": config.curate.decontaminate.ngram,
                                    "min_words": config.curate.decontaminate.min_words},
             batch_format="pandas",
-            concurrency=1,
+            compute=actor_pool(1),
         )
 
     return run_stage(run, *STAGE_DECONTAMINATE, build, id_column=None, part_rows=config.run.part_rows)

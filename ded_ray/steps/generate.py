@@ -14,7 +14,7 @@ from ded_ray import schema as S
 from ded_ray.config import DEDConfig, TeacherConfig
 from ded_ray.rundir import RunDir
 from ded_ray.runner import kept_rows, run_stage
-from ded_ray.stages.base import mark_rejected
+from ded_ray.stages.base import actor_pool, mark_rejected
 from ded_ray.stages.correctness import reject_incorrect
 from ded_ray.stages.rollout import rollout, student_target
 from ded_ray.stages.verify import VerifyStage
@@ -82,7 +82,7 @@ def verify(
             fn_constructor_kwargs={"config": config.verify, "tokenizer": config.student.model},
             batch_format="pandas",
             batch_size=config.verify.batch_size,
-            concurrency=tuple(config.verify.concurrency),
+            compute=actor_pool(tuple(config.verify.concurrency)),
         )
         if filter_incorrect:
             ds = ds.map_batches(reject_incorrect, batch_format="pandas")
