@@ -50,6 +50,7 @@ import pandas as pd
 from ded_ray import schema as S
 from ded_ray.config import RolloutConfig, SamplingConfig
 from ded_ray.engines.output import ENGINE_ERROR, PROMPT_TOO_LONG, error_row, ok_row, set_generation_columns
+from ded_ray.stages.base import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -336,13 +337,10 @@ class HFEngine:
     ):
         if endpoint is not None:
             raise ValueError(f"the hf engine runs a local model; teacher endpoint {endpoint!r} needs `rollout.engine: openai`")
-        from ray.data import ActorPoolStrategy
-
-        lo, hi = config.concurrency
         return ds.map_batches(
             self.generator_cls,
             fn_constructor_kwargs=generator_kwargs(model, sampling, config),
-            compute=ActorPoolStrategy(min_size=int(lo), max_size=int(hi)),  # autoscales between lo and hi
+            compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
             num_cpus=config.num_cpus_per_actor,
             num_gpus=config.num_gpus_per_actor,
             batch_size=config.batch_size,

@@ -48,6 +48,7 @@ from ded_ray.engines.output import (
     ok_row,
     set_generation_columns,
 )
+from ded_ray.stages.base import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -293,13 +294,10 @@ class OpenAIEngine:
         if not endpoint:
             raise ValueError("the openai engine needs the teacher's `endpoint` (a base URL ending in /v1)")
         chat_url(endpoint)  # fail now, in the driver, on a malformed URL
-        from ray.data import ActorPoolStrategy
-
-        lo, hi = config.concurrency
         return ds.map_batches(
             OpenAIChatClient,
             fn_constructor_kwargs=client_kwargs(endpoint, model, sampling, config, api_key_env),
-            compute=ActorPoolStrategy(min_size=int(lo), max_size=int(hi)),
+            compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
             # Waiting on HTTP needs little CPU: a small reservation, so the client pool fits beside a local
             # Serve teacher and the 1-CPU tasks of the stages around it on a 2-CPU machine.
             num_cpus=min(config.num_cpus_per_actor, CLIENT_CPUS),
