@@ -6,11 +6,14 @@ in CORPUS_SCHEMA. Slow (worker start-up, DeepSpeed import): marked `engine`.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
 from ded_ray import schema as S
 from ded_ray.config import TrainConfig
+from ded_ray.train import progress
 from ded_ray.train.faults import CrashOnce
 from ded_ray.train.synthetic import arithmetic_corpus, write_corpus_parquet
 from ded_ray.train.trainer import train_student
@@ -69,9 +72,13 @@ def _check_run(result, steps: int, tmp_path):
     assert (tmp_path / "run" / "student" / "chat_template.jinja").exists()
 
 
-def test_ddp_one_worker_trains_and_saves_a_loadable_student(ray_local, tiny_path, corpus_path, tmp_path):
+def test_ddp_one_worker_trains_and_saves_a_loadable_student(ray_local, tiny_path, corpus_path, tmp_path,
+                                                            monkeypatch, capsys):
+    monkeypatch.setattr(progress, "POLL_S", 0.2)
     result = train_student(corpus_path, tiny_path, _config(strategy="ddp", num_workers=1), tmp_path / "run")
     _check_run(result, steps=6, tmp_path=tmp_path)  # 24 samples / 8 per step x 2 epochs
+    # the driver showed progress while the worker trained (rank 0 posts each step to a ProgressBoard)
+    assert re.search(r"train: step [1-6]/6 \(epoch [12]/2\) loss \d+\.\d{4}, \d+ tokens/s", capsys.readouterr().err)
     # packed (the default): several samples per row, padding only at the end of a micro-batch's shorter rows
     assert all(h["padding_fraction"] < 0.1 for h in result.history)
 

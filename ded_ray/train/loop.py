@@ -57,6 +57,7 @@ class LoopSpec:
     train: dict[str, Any]  # TrainConfig.model_dump()
     total_steps: int  # optimizer steps of the whole run (lr schedule length)
     on_step: Callable[[int, int], None] | None = None  # (rank, global_step) after each step: fault drills
+    progress: Any = None  # a ProgressBoard actor handle: rank 0 posts each step's metrics for the driver
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
@@ -126,6 +127,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             stop = config.max_steps is not None and state.global_step >= config.max_steps
             if rank == 0:
                 state.history.append(metrics)
+                if spec.progress is not None:
+                    spec.progress.post.remote(metrics)
             every = config.checkpoint_every_steps
             if every and state.global_step % every == 0 and not stop:
                 _report_checkpoint(backend, state, metrics, rank)

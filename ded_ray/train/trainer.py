@@ -83,6 +83,7 @@ def train_student(
 
     from ded_ray.models import resolve_model
     from ded_ray.rundir import RunDir
+    from ded_ray.train.progress import ProgressBoard, fit_with_progress
 
     started = time.perf_counter()
     model_path = str(resolve_model(model))
@@ -129,7 +130,9 @@ def train_student(
         total_steps = min(total_steps, config.max_steps)
     log(f"train: {num_samples} samples, {steps_per_epoch} steps/epoch x {config.epochs} epochs -> {total_steps} steps")
 
-    spec = LoopSpec(model_path=model_path, train=config.model_dump(), total_steps=total_steps, on_step=on_step)
+    board = ProgressBoard.remote()
+    spec = LoopSpec(model_path=model_path, train=config.model_dump(), total_steps=total_steps, on_step=on_step,
+                    progress=board)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=dict(vars(spec)),  # shallow: asdict would turn an on_step dataclass into a dict
@@ -146,7 +149,10 @@ def train_student(
         datasets={"train": train_ds},
         dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
     )
-    result = trainer.fit()
+    try:
+        result = fit_with_progress(trainer, board, total_steps, config.epochs)
+    finally:
+        ray.kill(board)
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
     returned = result.return_value or {}
