@@ -9,7 +9,7 @@ from curated_run import write_curated_run
 
 from ded_ray import schema as S
 from ded_ray.rundir import SUCCESS, RunDir
-from ded_ray.steps.ablate import ARMS, ablation_table, arm_rows
+from ded_ray.steps.ablate import ARMS, ablation_table, arm_rows, identical_arm
 
 
 def test_arms_follow_the_curation_funnel(tmp_path):
@@ -24,6 +24,15 @@ def test_arms_follow_the_curation_funnel(tmp_path):
     assert not any(i.startswith("q0#") for i in ids["right-hard"])  # the question the student solves
     # the control: as many rows as the diverse arm, from the right ones, without duplicates
     assert ids["random"] <= ids["right"] and len(arms["random"]) == 6
+
+
+def test_an_arm_with_an_earlier_arms_rows_is_not_trained_again(tmp_path):
+    arms = arm_rows(write_curated_run(str(tmp_path)))
+    assert [identical_arm(arm, arms) for arm in ARMS] == [None] * 5  # every step dropped something
+    # the student solved no question: right-hard has exactly the right rows (in any order)
+    arms["right-hard"] = arms["right"].iloc[::-1]
+    assert identical_arm("right-hard", arms) == "right"
+    assert identical_arm("right-hard-diverse", arms) is None
 
 
 def test_random_control_is_seeded(tmp_path):
@@ -49,3 +58,5 @@ def test_table_has_the_base_and_every_arm():
     table = ablation_table(summary).splitlines()
     assert table[2].startswith("| base, untrained / arith | 20 | 2 | 15.0% | 10.0 |")
     assert [line.split(" / ")[0] for line in table[3:]] == [f"| {arm} ({10 + i} rows)" for i, arm in enumerate(ARMS)]
+    summary["arms"]["right-hard"] = {**summary["arms"]["right"], "same_as": "right"}
+    assert "| right-hard (11 rows, = right) / arith |" in ablation_table(summary)

@@ -61,5 +61,9 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
     assert sizes["right-hard-diverse"] == funnel["corpus"] == sizes["random"]
     for arm, result in ablation["arms"].items():
         assert result["benchmarks"]["arith-heldout"]["questions"] == 4, arm
-        assert f"| {arm} ({sizes[arm]} rows) / arith-heldout | 4 | 1 |" in out
+        same = f", = {result['same_as']}" if "same_as" in result else ""  # same rows as an earlier arm: reused
+        assert f"| {arm} ({sizes[arm]} rows{same}) / arith-heldout | 4 | 1 |" in out
     assert ablation["base"] == evals["base"]["benchmarks"]  # the untrained student is not evaluated again
+    assert main(["ablate", *args[1:]]) == 0  # rerun: every arm read back, the same table
+    assert json.loads((run / "ablation.json").read_text()) == ablation
+    assert "training on" not in capsys.readouterr().err

@@ -9,7 +9,9 @@ Arms, built from a finished run's stage outputs:
   control that says whether the selection, not only the smaller size, made the difference.
 
 Each arm trains with the run's `train` config under `ablate/<arm>/` and is evaluated on `eval.benchmarks`;
-finished arms are read back on rerun. The table lands in `ablation.json` and the manifest.
+finished arms are read back on rerun. An arm with exactly the rows of an earlier one (e.g. `right-hard` when
+the student solved no question) reuses that arm's result instead of training the same corpus again. The
+table lands in `ablation.json` and the manifest.
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ def arm_rows(run: RunDir, seed: int = 0) -> dict[str, pd.DataFrame]:
     return rows
 
 
+def identical_arm(arm: str, arms: dict[str, pd.DataFrame]) -> str | None:
+    """The first arm before `arm` (in ARMS order) with exactly the same rollouts, if any."""
+    ids = set(arms[arm][S.ROLLOUT_ID])
+    for earlier in arms:
+        if earlier == arm:
+            return None
+        if set(arms[earlier][S.ROLLOUT_ID]) == ids:
+            return earlier
+    return None
+
+
 def ablate(run: RunDir, config: DEDConfig) -> dict:
     from ded_ray.train.trainer import train_student
 
@@ -58,15 +71,21 @@ def ablate(run: RunDir, config: DEDConfig) -> dict:
     base = read_eval(run).get("base", {}).get("benchmarks")
     if base is None:
         base = evaluate_model(run, config, config.student.model, "base", slot=0)
-    for arm, rows in arm_rows(run, seed=config.run.seed).items():
+    arms = arm_rows(run, seed=config.run.seed)
+    for arm, rows in arms.items():
+        twin = identical_arm(arm, arms)
+        if twin is not None:
+            log(f"[ablate {arm}] the same {len(rows)} rows as {twin}: reusing its result")
+            results[arm] = {**results[twin], "same_as": twin}
+            continue
+        corpus = build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
+                              system_prompt=config.student.system_prompt)
         arm_run = RunDir(run.file("ablate"), arm)
         done = read_eval(arm_run).get(arm)
         if done:
             log(f"[ablate {arm}] complete: reusing")
-            results[arm] = {"rows": done.get("rows"), "benchmarks": done["benchmarks"]}
+            results[arm] = {"rows": len(corpus), "benchmarks": done["benchmarks"]}
             continue
-        corpus = build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
-                              system_prompt=config.student.system_prompt)
         if corpus.empty:
             results[arm] = {"rows": 0, "benchmarks": {}, "note": "empty corpus: nothing to train on"}
             continue
@@ -86,6 +105,7 @@ def ablation_table(summary: dict) -> str:
     """Markdown: one row per (arm, benchmark), the untrained student first."""
     rows = {f"base, untrained / {bench}": score for bench, score in summary["base"].items()}
     for arm, result in summary["arms"].items():
+        same = f", = {result['same_as']}" if result.get("same_as") else ""
         for bench, score in result.get("benchmarks", {}).items():
-            rows[f"{arm} ({result['rows']} rows) / {bench}"] = score
+            rows[f"{arm} ({result['rows']} rows{same}) / {bench}"] = score
     return format_table(rows)
