@@ -17,6 +17,7 @@ from ded_ray.config import RayConfig
 from ded_ray.log import log
 
 LOCALHOST = "127.0.0.1"
+CLIENT_ATTEMPTS = 3
 
 
 def init_ray(config: RayConfig) -> None:
@@ -37,10 +38,34 @@ def init_ray(config: RayConfig) -> None:
             configure_logging=False,
         )
         log(f"started a local Ray with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+    elif address.startswith("ray://"):
+        connect_client(address, runtime_env=runtime_env, log_to_driver=False)
+        log(f"connected to Ray at {address}: {ray.cluster_resources()}")
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         log(f"joined Ray at {address}: {ray.cluster_resources()}")
     quiet_ray_data()
+
+
+def connect_client(address: str, attempts: int = CLIENT_ATTEMPTS, **init_kwargs) -> None:
+    """`ray.init("ray://host:port", **init_kwargs)`, tried again when the head fails to start our session.
+
+    The head's client proxy starts one server process per client; in Ray 2.60 that start now and then
+    fails on a busy head ("Starting Ray client server failed", seen in our CI), and the next connection
+    gets a fresh one. Other errors (wrong address, bad token) are raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **init_kwargs)
+            return
+        except ConnectionAbortedError as exc:
+            reason = str(exc).strip().splitlines()[-1]
+            if attempt == attempts:
+                raise ConnectionAbortedError(
+                    f"the Ray client server at {address} failed to start a session {attempts} times "
+                    f"(last: {reason}); its logs are ray_client_server_*.err in the head's session log folder"
+                ) from exc
+            log(f"connecting to {address} failed ({reason}); trying again ({attempt + 1}/{attempts})")
 
 
 def quiet_ray_data() -> None:

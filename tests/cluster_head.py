@@ -93,6 +93,11 @@ class LocalHead:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    def client_server_logs(self, tail_chars: int = 2000) -> str:
+        """The tails of the Ray client proxy's and its per-client servers' logs (for a failed client test)."""
+        logs = sorted((self.temp_dir / "session_latest" / "logs").glob("ray_client_server*.err"))
+        return "\n".join(f"== {path.name}\n{_read(path)[-tail_chars:]}" for path in logs)
+
     def stop(self) -> None:
         stop_marked(self.marker, self.process)
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -212,10 +212,11 @@ def test_ray_client_session_runs_a_stage(head: LocalHead):
         @ray.remote(num_cpus=0)
         def verify_on_cluster(rows):
             import ray.data
+            from ded_ray.stages.base import actor_pool
             from ded_ray.stages.verify import VerifyStage
             return ray.data.from_pandas(rows).map_batches(
                 VerifyStage, fn_constructor_kwargs={{"config": VerifyConfig(), "tokenizer": "smollm2-135m"}},
-                batch_format="pandas", concurrency=1).to_pandas()
+                batch_format="pandas", compute=actor_pool(1)).to_pandas()
 
         rows = pd.DataFrame({{
             "rollout_id": ["a#t#0", "b#t#0", "c#t#0"], "domain": ["math"] * 3,
@@ -233,3 +234,26 @@ def test_ray_client_session_runs_a_stage(head: LocalHead):
     assert verdicts["a#t#0"] == "correct"
     assert verdicts["b#t#0"] == "wrong"
     assert verdicts["c#t#0"] in {"unparsable", "wrong"}
+
+
+def test_ray_client_gives_up_on_a_session_that_never_starts(head: LocalHead):
+    """A client session whose server cannot start (its interpreter is /bin/false) is tried `attempts` times,
+    then fails with the address and where the logs are; a plain connection right after still works."""
+    script = textwrap.dedent(f"""
+        import ray
+        from ded_ray.ray_session import connect_client
+
+        try:
+            connect_client("{head.client_address}", attempts=2, runtime_env={{"py_executable": "/bin/false"}})
+        except ConnectionAbortedError as exc:
+            print("GAVE UP", exc)
+        connect_client("{head.client_address}")
+        print("CONNECTED", ray.get(ray.remote(lambda: 41 + 1).remote()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=head.env(), cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"GAVE UP the Ray client server at {head.client_address} failed to start a session 2 times" in result.stdout
+    assert "ray_client_server_" in result.stdout
+    assert result.stderr.count("trying again (2/2)") == 1
+    assert "CONNECTED 42" in result.stdout

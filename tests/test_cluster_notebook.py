@@ -11,6 +11,7 @@ import json
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from cluster_head import REPO, start_head
 
@@ -52,7 +53,10 @@ def test_notebook_runs_on_the_cluster_through_ray_client(head, tmp_path):
         "'curate.pass_rate.enabled=false']",
     ])
     client = NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
-    client.execute(env=head.env())  # raises CellExecutionError on the first failing cell
+    try:
+        client.execute(env=head.env())  # raises CellExecutionError on the first failing cell
+    except CellExecutionError as exc:
+        raise AssertionError(f"{exc}\n\nThe head's Ray client server logs:\n{head.client_server_logs()}") from None
 
     text = "\n".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
     assert "connected to Ray" in text
