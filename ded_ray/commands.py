@@ -88,8 +88,7 @@ def add_verify(parser: argparse.ArgumentParser) -> None:
 
 def cmd_verify(args: argparse.Namespace, config: DEDConfig) -> int:
     from ded_ray.ray_session import init_ray
-    from ded_ray.stages.base import actor_pool
-    from ded_ray.stages.verify import VerifyStage
+    from ded_ray.stages.verify import verify_rows
     import ray.data
 
     rollouts = _read_table(args.input)
@@ -97,9 +96,7 @@ def cmd_verify(args: argparse.Namespace, config: DEDConfig) -> int:
     if missing:
         raise UserError(f"{args.input}: rollouts need columns {missing}")
     init_ray(config.ray)
-    ds = ray.data.from_arrow(rollouts).map_batches(
-        VerifyStage, fn_constructor_kwargs={"config": config.verify, "tokenizer": config.student.model},
-        batch_format="pandas", batch_size=config.verify.batch_size, compute=actor_pool(tuple(config.verify.concurrency)))
+    ds = verify_rows(ray.data.from_arrow(rollouts), config.verify, config.student.model)
     verified = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow")), promote_options="permissive")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(verified, args.output)

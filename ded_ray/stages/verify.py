@@ -6,9 +6,8 @@ killable math-verify processes); `code` → `run_tests` in the sandbox with `jso
 rollout failed (`error` set) gets verdict `error` with that reason. Nothing is dropped or rejected here:
 every row keeps its status, and the correctness stage turns labels into rejections with reasons.
 
-Used as `ds.map_batches(VerifyStage, fn_constructor_kwargs={"config": cfg.verify, "tokenizer": ...},
-batch_format="pandas", compute=actor_pool(cfg.verify.concurrency), batch_size=cfg.verify.batch_size)` on CPU
-actors, or called directly on a pandas DataFrame.
+Used as `verify_rows(ds, cfg.verify, tokenizer)` (a pool of CPU actors over a Ray Dataset), or called
+directly on a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import pandas as pd
 
 from ded_ray import schema as S
 from ded_ray.config import VerifyConfig
-from ded_ray.stages.base import Stage, StageError
+from ded_ray.stages.base import Stage, StageError, actor_pool
 from ded_ray.verifiers.code import run_tests
 from ded_ray.verifiers.format import count_tokens, format_ok
 from ded_ray.verifiers.math import MathVerifierPool, extract_answer
@@ -34,6 +33,17 @@ MATH_DOMAINS = ("math", "science")
 def _missing(value: Any) -> bool:
     """None, NaN or pd.NA (Arrow-backed columns give pd.NA for nulls)."""
     return value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value))
+
+
+def verify_rows(ds, config: VerifyConfig, tokenizer: Any = None):
+    """`ds` (a Ray Dataset of rollouts) with verdict columns, from an autoscaling pool of VerifyStage actors."""
+    return ds.map_batches(
+        VerifyStage,
+        fn_constructor_kwargs={"config": config, "tokenizer": tokenizer},
+        batch_format="pandas",
+        batch_size=config.batch_size,
+        compute=actor_pool(config.concurrency),
+    )
 
 
 class VerifyStage(Stage):

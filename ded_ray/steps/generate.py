@@ -14,10 +14,10 @@ from ded_ray import schema as S
 from ded_ray.config import DEDConfig, TeacherConfig
 from ded_ray.rundir import RunDir
 from ded_ray.runner import kept_rows, run_stage
-from ded_ray.stages.base import actor_pool, mark_rejected
+from ded_ray.stages.base import mark_rejected
 from ded_ray.stages.correctness import reject_incorrect
 from ded_ray.stages.rollout import rollout, student_target
-from ded_ray.stages.verify import VerifyStage
+from ded_ray.stages.verify import verify_rows
 
 STAGE_ROLLOUT = (3, "rollout")
 STAGE_CORRECTNESS = (4, "correctness")
@@ -77,13 +77,7 @@ def verify(
             todo = todo.filter(pc.invert(pc.is_in(todo[S.ROLLOUT_ID], pa.array(sorted(done)))))
         if todo.num_rows == 0:
             return todo
-        ds = in_blocks(todo, config.verify.batch_size).map_batches(
-            VerifyStage,
-            fn_constructor_kwargs={"config": config.verify, "tokenizer": config.student.model},
-            batch_format="pandas",
-            batch_size=config.verify.batch_size,
-            compute=actor_pool(tuple(config.verify.concurrency)),
-        )
+        ds = verify_rows(in_blocks(todo, config.verify.batch_size), config.verify, config.student.model)
         if filter_incorrect:
             ds = ds.map_batches(reject_incorrect, batch_format="pandas")
         return ds
