@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,15 +54,34 @@ def scrubbed_env(workdir: str) -> dict[str, str]:
     return env
 
 
-def _hidden_dirs() -> list[str]:
-    homes = {os.path.expanduser("~")}
+def _hidden_dirs(exposed: list[str]) -> list[str]:
+    """Directories covered by an empty tmpfs in the sandbox (the `exposed` paths inside them are bound back).
+
+    The homes, and, when the sandbox drops to a uid of its own (started as root), any directory above an
+    exposed path that other users may not enter: a venv inside a `mktemp -d` folder (0700) would otherwise
+    be unreadable to that uid, and its packages (e.g. sortedcontainers) would fail to import.
+    """
+    dirs = {os.path.expanduser("~")}
     if os.geteuid() == 0:
-        homes.add("/root")
-    return sorted(h for h in homes if h not in ("/", "") and os.path.isdir(h))
+        dirs.add("/root")
+        dirs.update(_closed_ancestors(exposed))
+    dirs = {d for d in dirs if d not in ("/", "") and os.path.isdir(d)}
+    return sorted(d for d in dirs if not any(d.startswith(outer.rstrip("/") + "/") for outer in dirs))
+
+
+def _closed_ancestors(paths: list[str]) -> set[str]:
+    """For each path, the topmost directory above it that others may not enter (no o+x), if any."""
+    closed = set()
+    for path in paths:
+        for parent in reversed(Path(path).parents):  # from / down
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                closed.add(str(parent))
+                break
+    return closed
 
 
 def _exposed_dirs() -> list[str]:
-    """Directories the interpreter needs even when they sit inside a hidden home (e.g. ~/.pyenv)."""
+    """Directories the interpreter needs even when they sit inside a hidden directory (e.g. ~/.pyenv)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     return sorted(os.path.realpath(p) for p in paths)
 
@@ -73,6 +93,7 @@ def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxL
     `{"host_timeout": True, ...}`; if the runner itself fails, `{"runner_error": "..."}`.
     """
     workdir = tempfile.mkdtemp(prefix="ded-sandbox-")
+    exposed = _exposed_dirs()
     job = {
         "code": code,
         "tests": tests,
@@ -83,8 +104,8 @@ def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxL
         "fsize_mb": limits.fsize_mb,
         "tmpfs_mb": limits.tmpfs_mb,
         "nproc": limits.nproc,
-        "hide": _hidden_dirs(),
-        "expose": _exposed_dirs(),
+        "hide": _hidden_dirs(exposed),
+        "expose": exposed,
     }
     started = time.monotonic()
     process = subprocess.Popen(
