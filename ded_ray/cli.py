@@ -1,33 +1,42 @@
-"""The `ded` command: the whole pipeline (`ded run`) and one subcommand per step.
+"""The `ded` command: the whole pipeline (`ded run`) and one subcommand per step, all in this file.
 
-Every subcommand takes `--config PATH` (default: the embedded demo) and `key.sub=value` overrides.
-Bad input (config, paths, model names) prints one clear message and exits with status 1.
+Every subcommand takes `--config PATH` (default: the embedded demo) and `key.sub=value` overrides; each has
+a `cmd_*` function that runs its step into the config's run directory (so every step is resumable like the
+full pipeline) and, where it takes flags of its own, an `add_*` function for them. `COMMANDS` lists them.
+Bad input (config, paths, model names) prints one clear message and exits with status 1. Heavy modules are
+imported inside the commands, so `ded --help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Callable
 
-from ded_ray import commands
-from ded_ray.config import DEDConfig, load_config
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ded_ray import schema as S
+from ded_ray.config import BenchmarkConfig, DEDConfig, ProblemSource, load_config
 from ded_ray.errors import UserError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
+# --- run, bench ----------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
     from ded_ray.pipeline import run_pipeline
 
     run_pipeline(config)
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, config: DEDConfig) -> int:
-    from pathlib import Path
-
+def cmd_bench(args: argparse.Namespace, config: DEDConfig) -> int:
     from ded_ray.bench.suite import markdown_table, run_benchmarks
 
     names = [o for o in args.overrides if "=" not in o]  # `ded bench rollout verify`
@@ -36,26 +45,270 @@ def _cmd_bench(args: argparse.Namespace, config: DEDConfig) -> int:
     return 0
 
 
-def _bench_args(parser: argparse.ArgumentParser) -> None:
+def add_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller cases: a smoke run of the suite")
     parser.add_argument("--out", default="bench", help="folder for bench.md and bench.json (default: bench/)")
 
 
-# name -> (one-line help, handler or None when the step is not built yet, extra-argument adder)
+def _open(config: DEDConfig):
+    from ded_ray.ray_session import init_ray
+    from ded_ray.rundir import open_run
+
+    init_ray(config.ray)
+    return open_run(config)
+
+
+def _read_table(path: str) -> pa.Table:
+    target = Path(path)
+    if not target.exists():
+        raise UserError(f"{path} does not exist: give a parquet file or a folder of parquet parts")
+    if target.is_dir():
+        parts = sorted(p for p in target.rglob("*.parquet") if not p.name.startswith("."))
+        if not parts:
+            raise UserError(f"{path} holds no parquet files")
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+    return pq.read_table(target)
+
+
+# --- smoke-test ----------------------------------------------------------------------------------------
+
+
+def cmd_smoke_test(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray import steps
+    from ded_ray.steps.smoke import smoke_test
+
+    run = _open(config)
+    summary = smoke_test(run, config, steps.load_problems(run, config))
+    print(json.dumps({k: v for k, v in summary.items() if k != "chart_png"}, indent=2, default=str))
+    return 0
+
+
+# --- rollout -------------------------------------------------------------------------------------------
+
+
+def add_rollout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--problems", help="problem file (jsonl/parquet/datasets folder) instead of the config's")
+    parser.add_argument("--teacher", help="teacher name (default: the config's `teacher`, or the first)")
+
+
+def cmd_rollout(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray import steps
+    from ded_ray.steps.generate import generate_rollouts
+
+    if args.problems:
+        config = config.model_copy(update={"problems": config.problems.model_copy(
+            update={"sources": [ProblemSource(path=args.problems)]})})
+    name = args.teacher or (config.teacher if config.teacher != "auto" else None)
+    if name is None:
+        if not config.teachers:
+            raise UserError("no teachers configured: add one under `teachers`")
+        name = config.teachers[0].name
+    run = _open(config)
+    result = generate_rollouts(run, config, steps.load_problems(run, config), [config.teacher_config(name)])
+    print(f"{result.rows} rollouts in {result.folder.path}")
+    return 0
+
+
+# --- verify --------------------------------------------------------------------------------------------
+
+
+def _add_input_output(parser: argparse.ArgumentParser, what_in: str, what_out: str) -> None:
+    parser.add_argument("--input", required=True, help=f"{what_in}: a parquet file or folder")
+    parser.add_argument("--output", required=True, help=f"where to write {what_out} (parquet)")
+
+
+def add_verify(parser: argparse.ArgumentParser) -> None:
+    _add_input_output(parser, "rollouts", "the verified rows")
+
+
+def cmd_verify(args: argparse.Namespace, config: DEDConfig) -> int:
+    import ray.data
+
+    from ded_ray.ray_session import init_ray
+    from ded_ray.stages.verify import verify_rows
+
+    rollouts = _read_table(args.input)
+    missing = [c for c in (S.DOMAIN, S.RESPONSE) if c not in rollouts.column_names]
+    if missing:
+        raise UserError(f"{args.input}: rollouts need columns {missing}")
+    init_ray(config.ray)
+    ds = verify_rows(ray.data.from_arrow(rollouts), config.verify, config.student.model)
+    verified = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow")), promote_options="permissive")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(verified, args.output)
+    counts = verified.to_pandas()[S.VERDICT].value_counts().to_dict()
+    print(f"{verified.num_rows} rows verified → {args.output}: {counts}")
+    return 0
+
+
+# --- curate --------------------------------------------------------------------------------------------
+
+
+def add_curate(parser: argparse.ArgumentParser) -> None:
+    _add_input_output(parser, "verified teacher rollouts", "the corpus")
+
+
+def cmd_curate(args: argparse.Namespace, config: DEDConfig) -> int:
+    """The pipeline's curation half (`pipeline.curate_corpus`) on rollouts verified elsewhere."""
+    import shutil
+
+    from ded_ray import plan
+    from ded_ray.pipeline import curate_corpus
+    from ded_ray.rundir import run_stage
+    from ded_ray.stages.correctness import reject_incorrect
+
+    verified_in = _read_table(args.input).to_pandas()
+    missing = [c for c in (S.VERDICT, S.ROLLOUT_ID) if c not in verified_in]
+    if missing:
+        raise UserError(f"{args.input}: run `ded verify` on `ded rollout`'s output first (no {missing} column)")
+    run = _open(config)
+    problems = run_stage(run, plan.PROBLEMS, lambda _done: verified_in[
+        [c for c in S.PROBLEM_SCHEMA.names if c in verified_in]].drop_duplicates(S.PROBLEM_ID))
+    verified = run_stage(run, plan.CORRECTNESS, lambda done: reject_incorrect(
+        verified_in[~verified_in[S.ROLLOUT_ID].isin(done)]))
+    corpus = curate_corpus(run, config, verified, problems)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(corpus, args.output)
+    print(f"corpus → {args.output}")
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------------------
+
+
+def add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="corpus parquet (a `messages` column)")
+    parser.add_argument("--model", help="student model (default: the config's student.model)")
+    parser.add_argument("--output", help="output folder (default: the run directory); student/ goes inside")
+
+
+def cmd_train(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.train.trainer import train_student
+
+    if not Path(args.corpus).exists():
+        raise UserError(f"corpus {args.corpus} does not exist")
+    run = _open(config)
+    result = train_student(args.corpus, args.model or config.student.model, config.train, args.output or run.path)
+    print(f"student → {result.student_dir} ({result.total_steps} steps; rejected {result.rejected or 'none'})")
+    return 0
+
+
+# --- eval ----------------------------------------------------------------------------------------------
+
+
+def add_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model to evaluate (default: the config's student.model)")
+    parser.add_argument("--benchmarks", help="comma-separated benchmark names from the config, or file paths")
+    parser.add_argument("--label", default="eval", help="name of this model in eval.json")
+
+
+def cmd_eval(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.evaluate import format_table
+    from ded_ray.steps.evaluate import evaluate_model
+
+    if args.benchmarks:
+        known = {b.name: b for b in config.eval.benchmarks}
+        chosen = []
+        for item in args.benchmarks.split(","):
+            item = item.strip()
+            if item in known:
+                chosen.append(known[item])
+            elif Path(item).exists():
+                chosen.append(BenchmarkConfig(name=Path(item).stem, source=ProblemSource(path=item)))
+            else:
+                raise UserError(f"benchmark {item!r} is neither a configured benchmark {sorted(known)} nor a file")
+        config = config.model_copy(update={"eval": config.eval.model_copy(update={"benchmarks": chosen})})
+    if not config.eval.benchmarks:
+        raise UserError("no benchmarks: pass --benchmarks or configure `eval.benchmarks`")
+    run = _open(config)
+    results = evaluate_model(run, config, args.model or config.student.model, args.label)
+    print(format_table(results))
+    print(f"eval.json → {run.file('eval.json')}")
+    return 0
+
+
+# --- serve ---------------------------------------------------------------------------------------------
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", action="append", help="teacher to serve (repeatable; default: all)")
+
+
+def cmd_serve(args: argparse.Namespace, config: DEDConfig) -> int:
+    import time
+
+    from ded_ray.ray_session import init_ray
+    from ded_ray.serve.deploy import serve_teachers, served_model_id, shutdown_teachers
+
+    names = args.teacher or [t.name for t in config.teachers if t.endpoint is None]
+    teachers = [config.teacher_config(n) for n in names]
+    init_ray(config.ray)
+    endpoints = serve_teachers(teachers, config.smoke)
+    for teacher in teachers:
+        print(f"{teacher.name}: {endpoints[teacher.name]}  (OpenAI-compatible; model id {served_model_id(teacher)!r})")
+    print("serving; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        shutdown_teachers()
+    return 0
+
+
+# --- report --------------------------------------------------------------------------------------------
+
+
+def add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", help="run directory (default: the config's run.root/run.name)")
+
+
+def cmd_report(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.analysis.report import write_report
+    from ded_ray.rundir import RunDir
+
+    if args.run:
+        root, name = str(Path(args.run).parent), Path(args.run).name
+    else:
+        root, name = config.run.root, config.run.name
+    run = RunDir(root, name)
+    if not run.read_manifest():
+        raise UserError(f"{run.uri} has no manifest.json: is it a ded run directory?")
+    print(f"report → {write_report(run)}")
+    return 0
+
+
+# --- ablate --------------------------------------------------------------------------------------------
+
+
+def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.steps.ablate import ablate, ablation_table
+
+    run = _open(config)
+    try:
+        summary = ablate(run, config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(ablation_table(summary))
+    return 0
+
+
+# --- the registry ------------------------------------------------------------------------------------
+
+# name -> (one-line help, handler, extra-argument adder)
 Handler = Callable[[argparse.Namespace, DEDConfig], int]
 COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None] | None]] = {
-    "run": ("run the whole DED pipeline (embedded demo when no --config)", _cmd_run, None),
-    "smoke-test": ("rank candidate teachers by the student each one produces", commands.cmd_smoke_test, None),
-    "rollout": ("generate M teacher samples per question on Ray Data", commands.cmd_rollout, commands.add_rollout),
-    "verify": ("check answers (math-verify) and run code tests in a sandbox", commands.cmd_verify, commands.add_verify),
-    "curate": ("pass-rate compression, diversity selection, mixing, decontamination", commands.cmd_curate,
-               commands.add_curate),
-    "train": ("fine-tune the student on a corpus with Ray Train (+ DeepSpeed)", commands.cmd_train, commands.add_train),
-    "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", commands.cmd_eval, commands.add_eval),
-    "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", commands.cmd_serve, commands.add_serve),
-    "report": ("write report.html for a run directory", commands.cmd_report, commands.add_report),
-    "ablate": ("train on the corpus after each curation step and compare", commands.cmd_ablate, None),
-    "bench": ("run stage benchmarks and write a table (markdown + json)", _cmd_bench, _bench_args),
+    "run": ("run the whole DED pipeline (embedded demo when no --config)", cmd_run, None),
+    "smoke-test": ("rank candidate teachers by the student each one produces", cmd_smoke_test, None),
+    "rollout": ("generate M teacher samples per question on Ray Data", cmd_rollout, add_rollout),
+    "verify": ("check answers (math-verify) and run code tests in a sandbox", cmd_verify, add_verify),
+    "curate": ("pass-rate compression, diversity selection, mixing, decontamination", cmd_curate,
+               add_curate),
+    "train": ("fine-tune the student on a corpus with Ray Train (+ DeepSpeed)", cmd_train, add_train),
+    "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", cmd_eval, add_eval),
+    "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", cmd_serve, add_serve),
+    "report": ("write report.html for a run directory", cmd_report, add_report),
+    "ablate": ("train on the corpus after each curation step and compare", cmd_ablate, None),
+    "bench": ("run stage benchmarks and write a table (markdown + json)", cmd_bench, add_bench),
 }
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ded_ray.errors import UserError
+from ded_ray.verifiers.registry import check_domain
 
 DEFAULT_CONFIG = "demo.yaml"
 
@@ -71,7 +72,7 @@ class ProblemSource(Section):
     path: str | None = None
     format: Literal["auto", "jsonl", "parquet", "datasets"] = "auto"
     split: str | None = None  # for a saved DatasetDict
-    domain: Literal["math", "code", "science"] = "math"
+    domain: Annotated[str, AfterValidator(check_domain)] = "math"  # a key of verifiers.registry.SPECS
     columns: dict[str, str] = Field(default_factory=dict)
     tests_format: Literal["native", "lcb", "humaneval", "leetcode"] = "native"
     limit: int | None = None
@@ -195,7 +196,24 @@ class DecontamConfig(Section):
     min_words: int = Field(8, ge=1)  # a text under this many words is contaminated only if identical to an eval item
 
 
+class RepetitionConfig(Section):
+    # The paper has no repetition filter; this one is ours (stages/repetition.py). It rejects teacher traces whose
+    # text loops: the share of word n-grams that already occurred earlier in the response is above max_share.
+    enabled: bool = True
+    # words; 50 (2-3 sentences) never matches stock phrases or formula fragments but catches paragraph loops
+    ngram: int = Field(50, ge=1)
+    # on 3043 real R1-Distill traces, every trace over 0.19 loops until max_tokens and the highest non-loop is 0.135
+    max_share: float = Field(0.17, ge=0.0, le=1.0)
+    # a loop until max_tokens is thousands of words; in a shorter text one repeated passage is a large share
+    min_words: int = Field(200, ge=1)
+
+
 class CurateConfig(Section):
+    # Scheduling of the curation stages (quality filters, pass rate, diversity, decontamination): their
+    # actor pool (min, max) and rows per batch. Each is cheap next to generation: one actor suffices here.
+    concurrency: tuple[int, int] = (1, 1)
+    batch_size: int = Field(256, ge=1)
+    repetition: RepetitionConfig = Field(default_factory=RepetitionConfig)
     pass_rate: PassRateConfig = Field(default_factory=PassRateConfig)
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
@@ -233,6 +251,10 @@ class TrainConfig(Section):
     global_batch_size: int = Field(8, ge=1)  # samples per optimizer step, across workers and accumulation
     micro_batch_size: int = Field(4, ge=1)  # rows per forward pass: samples when padding, packed rows when packing
     shuffle: bool = True  # shuffle the corpus once, with `seed`
+    # Tokenising the corpus (chat template + label mask) before training: rows per batch and the actor pool.
+    # One tokenizer actor is enough next to training; a large corpus on a big cluster may want more.
+    tokenize_batch_size: int = Field(64, ge=1)
+    tokenize_concurrency: tuple[int, int] = (1, 1)  # (min, max) actors
     seed: int = 0
     max_failures: int = 1  # worker failures Ray Train recovers from (resuming at the last checkpoint)
     checkpoint_every_steps: int | None = None  # None = at each epoch end

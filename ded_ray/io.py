@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from ded_ray import schema as S
 from ded_ray.config import ProblemSource
 from ded_ray.errors import UserError
+from ded_ray.verifiers.registry import DOMAINS, domain_spec
 
 # Where our columns are usually found when the source names them differently (first match wins).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -31,6 +32,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 RAW_ROW = "raw"  # rejected rows keep the source row (as JSON text) under this column
+# Every reason a problem row can be rejected for (the plan's `problems` stage declares them).
+READ_REASONS = ("undecodable", "invalid_json", "wrong_type", "missing_column", "missing_question", "bad_domain",
+                "missing_answer", "missing_tests", "bad_tests", "duplicate_id")
 
 
 class ProblemReadError(UserError, ValueError):
@@ -205,8 +209,9 @@ def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
         raise _Invalid("wrong_type", f"question must be text, got {type(question).__name__}")
 
     domain = column(S.DOMAIN) or source.domain
-    if domain not in S.DOMAINS:
-        raise _Invalid("bad_domain", f"domain {domain!r} is not one of {S.DOMAINS}")
+    spec = domain_spec(domain)
+    if spec is None:
+        raise _Invalid("bad_domain", f"domain {domain!r} is not one of {DOMAINS}")
 
     answer = column(S.ANSWER)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
@@ -214,11 +219,11 @@ def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
     if answer is not None and not isinstance(answer, str):
         raise _Invalid("wrong_type", f"answer must be text or a number, got {type(answer).__name__}")
     answer = (answer or "").strip()
-    if domain in ("math", "science") and not answer:
+    if spec.needs == S.ANSWER and not answer:
         raise _Invalid("missing_answer", f"a {domain} problem needs a gold answer")
 
     tests = ""
-    if domain == "code":
+    if spec.needs == S.TESTS:
         tests = _tests_json(column(S.TESTS), source.tests_format, raw)
 
     given_id = column(S.PROBLEM_ID)
@@ -283,7 +288,6 @@ def _rejected(source: str, line: int, raw: str, reason: str, detail: str) -> dic
         S.SOURCE: source,
         "line": line,
         RAW_ROW: raw[:10_000],
-        S.REJECT_STAGE: "read",
         S.REJECT_REASON: reason,
         S.REJECT_DETAIL: str(detail)[:1000],
     }

@@ -1,37 +1,58 @@
 """The DED pipeline as one function, in the order of the paper's Figure 2.
 
-    problems → smoke test (pick the teacher) → M rollouts per question → quality + verification
-             → student pass rate (drop easy questions) → diversity (farthest P) → decontaminate + mix
+    problems → smoke test (pick the teacher) → M rollouts per question → correctness + quality filters
+             → student pass rate (drop easy questions) → diversity (farthest P) → decontaminate → mix
              → corpus → SFT of the student → evaluation before/after → report
 
-Each step runs its stage(s) into the run directory, so a rerun resumes where the last one stopped.
+Each step runs its stage(s) of the plan (`ded_ray.plan`) into the run directory and hands the next step the
+rows it wrote, so a rerun resumes where the last one stopped. `curate_corpus` is the curation half, shared
+with `ded curate`.
 """
 
 from __future__ import annotations
 
 from ded_ray import steps
 from ded_ray.config import DEDConfig
+from ded_ray.errors import UserError
 from ded_ray.log import log
 from ded_ray.ray_session import init_ray
-from ded_ray.rundir import RunDir
-from ded_ray.steps import curate, evaluate, generate, train
+from ded_ray.rundir import RunDir, StageResult, open_run
+from ded_ray.steps import curate, generate
+from ded_ray.steps.evaluate import base_scores
+from ded_ray.steps.student import train_and_evaluate
 
 
 def run_pipeline(config: DEDConfig) -> RunDir:
     init_ray(config.ray)
-    run = steps.open_run(config)
+    run = open_run(config)
     problems = steps.load_problems(run, config)
     teacher = config.teacher_config(steps.choose_teacher(run, config, problems))
     rollouts = generate.generate_rollouts(run, config, problems, [teacher])
     verified = generate.verify(run, config, rollouts)
-    student_verified = generate.student_rollouts(run, config, verified)
-    hard = curate.drop_easy_questions(run, config, verified, student_verified)
-    diverse = curate.keep_diverse(run, config, hard)
-    corpus = curate.finish_corpus(run, config, diverse)
-    student = train.train_on_corpus(run, config, corpus)
-    if config.eval.benchmarks:
-        evaluate.evaluate_model(run, config, config.student.model, "base", slot=0)
-        evaluate.evaluate_model(run, config, student, "student", slot=1)
-    steps.write_report(run, config)
+    corpus = curate_corpus(run, config, verified, problems)
+    train_student(run, config, corpus)
+    steps.write_report(run)
     log(f"run complete: {run.uri}")
     return run
+
+
+def curate_corpus(run: RunDir, config: DEDConfig, verified: StageResult, problems: StageResult) -> str:
+    """From verified teacher rollouts to corpus.parquet; returns its path."""
+    right = curate.quality_filters(run, config, verified)
+    student_verified = generate.student_rollouts(run, config, right, problems)
+    hard = curate.drop_easy_questions(run, config, right, student_verified)
+    diverse = curate.keep_diverse(run, config, hard)
+    clean = curate.decontaminate(run, config, diverse)
+    mixed = curate.mix(run, config, clean)
+    return curate.write_corpus(run, config, mixed)
+
+
+def train_student(run: RunDir, config: DEDConfig, corpus: str) -> dict:
+    """SFT of the student on the corpus, evaluated beside the untrained student (when benchmarks are set)."""
+    if run.read_manifest().get("corpus", {}).get("rows") == 0:
+        raise UserError(
+            f"the corpus is empty: no trajectory survived curation (see the funnel in {run.file('manifest.json')}); "
+            "sample more (rollout.samples_per_question), loosen curate.pass_rate.threshold, or check the teacher's prompt"
+        )
+    base = base_scores(run, config) if config.eval.benchmarks else None
+    return train_and_evaluate(run, config, corpus, "student", base=base)

@@ -10,14 +10,12 @@ import pyarrow as pa
 
 # --- problem -------------------------------------------------------------------------------------------
 PROBLEM_ID = "problem_id"  # stable: given by the source, or derived from source + question text
-DOMAIN = "domain"  # "math" | "code" | "science"
+DOMAIN = "domain"  # one of verifiers.registry.DOMAINS ("math" | "code" | "science")
 QUESTION = "question"
 ANSWER = "answer"  # gold answer (math/science); "" for code
 TESTS = "tests"  # JSON string: list of test dicts (code); "" otherwise
 SOURCE = "source"
 META = "meta"  # JSON string with whatever else the source row carried
-
-DOMAINS = ("math", "code", "science")
 
 PROBLEM_SCHEMA = pa.schema(
     [
@@ -69,18 +67,6 @@ VERIFY_MS = "verify_ms"
 
 VERDICT_STATUSES = ("correct", "wrong", "unparsable", "timeout", "error")
 
-VERDICT_SCHEMA = pa.schema(
-    list(ROLLOUT_SCHEMA)
-    + [
-        (VERDICT, pa.string()),
-        (VERDICT_DETAIL, pa.string()),
-        (EXTRACTED_ANSWER, pa.string()),
-        (FORMAT_OK, pa.bool_()),
-        (LENGTH_OK, pa.bool_()),
-        (VERIFY_MS, pa.float64()),
-    ]
-)
-
 # --- curation ------------------------------------------------------------------------------------------
 PASS_RATE = "pass_rate"  # student's correct / k on this question
 DIVERSITY_MIN_DISTANCE = "diversity_min_distance"  # min normalised distance to the other kept rows
@@ -92,6 +78,8 @@ SAMPLING = "sampling"  # JSON string of the sampling params the teacher used
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
+# The corpus repeats some problem and rollout columns on purpose: it is a file of its own, read by TRL or
+# LLaMA-Factory without the run directory, so its schema lists every column it carries.
 CORPUS_SCHEMA = pa.schema(
     [
         (MESSAGES, pa.list_(MESSAGE_TYPE)),

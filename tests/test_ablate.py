@@ -5,30 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from curated_run import write_curated_run
+from curated_run import SIZES, write_curated_run
 
+from ded_ray import plan
 from ded_ray import schema as S
+from ded_ray.analysis.run_data import funnel
 from ded_ray.rundir import SUCCESS, RunDir
-from ded_ray.steps.ablate import ARMS, ablation_table, arm_rows, identical_arm
+from ded_ray.steps.ablate import RANDOM, ablation_table, arm_rows, identical_arm
+
+ARMS = (*plan.LEVELS, RANDOM)
 
 
 def test_arms_follow_the_curation_funnel(tmp_path):
     arms = arm_rows(write_curated_run(str(tmp_path)))
     assert tuple(arms) == ARMS
     ids = {arm: set(rows[S.ROLLOUT_ID]) for arm, rows in arms.items()}
-    assert {arm: len(i) for arm, i in ids.items()} == {
-        "all": 16, "right": 12, "right-hard": 9, "right-hard-diverse": 6, "random": 6}
+    assert {arm: len(i) for arm, i in ids.items()} == {**SIZES, RANDOM: SIZES["corpus"]}
     # each curation step keeps a subset of the one before
     assert ids["right-hard-diverse"] < ids["right-hard"] < ids["right"] < ids["all"]
     assert not any(i.endswith("#3") for i in ids["right"])  # the wrong samples
     assert not any(i.startswith("q0#") for i in ids["right-hard"])  # the question the student solves
-    # the control: as many rows as the diverse arm, from the right ones, without duplicates
-    assert ids["random"] <= ids["right"] and len(arms["random"]) == 6
+    # the control: as many rows as the corpus, from the right ones, without duplicates
+    assert ids[RANDOM] <= ids["right"] and len(arms[RANDOM]) == SIZES["corpus"]
+
+
+def test_each_table3_label_names_one_row_set_in_the_funnel_and_the_arms(tmp_path):
+    run = write_curated_run(str(tmp_path))
+    arms = arm_rows(run)
+    for row in funnel(run).table3:
+        assert row["rows"] == len(arms[row["level"]]), row["level"]
+        assert row["questions"] == arms[row["level"]][S.PROBLEM_ID].nunique(), row["level"]
 
 
 def test_an_arm_with_an_earlier_arms_rows_is_not_trained_again(tmp_path):
     arms = arm_rows(write_curated_run(str(tmp_path)))
-    assert [identical_arm(arm, arms) for arm in ARMS] == [None] * 5  # every step dropped something
+    # the fixture's decontamination and mixing drop nothing: the corpus arm is right-hard-diverse's twin
+    assert [identical_arm(arm, arms) for arm in ARMS] == [None] * 4 + ["right-hard-diverse", None]
     # the student solved no question: right-hard has exactly the right rows (in any order)
     arms["right-hard"] = arms["right"].iloc[::-1]
     assert identical_arm("right-hard", arms) == "right"
@@ -37,17 +49,17 @@ def test_an_arm_with_an_earlier_arms_rows_is_not_trained_again(tmp_path):
 
 def test_random_control_is_seeded(tmp_path):
     run = write_curated_run(str(tmp_path))
-    draw = {seed: set(arm_rows(run, seed=seed)["random"][S.ROLLOUT_ID]) for seed in (0, 0, 1, 2, 3)}
-    assert set(arm_rows(run, seed=0)["random"][S.ROLLOUT_ID]) == draw[0]
+    draw = {seed: set(arm_rows(run, seed=seed)[RANDOM][S.ROLLOUT_ID]) for seed in (0, 0, 1, 2, 3)}
+    assert set(arm_rows(run, seed=0)[RANDOM][S.ROLLOUT_ID]) == draw[0]
     assert len({frozenset(d) for d in draw.values()}) > 1  # 924 possible draws of 6 of 12: seeds differ
 
 
 def test_an_unfinished_run_is_refused_with_the_missing_stage(tmp_path):
-    with pytest.raises(ValueError, match="rollout is not complete .run `ded run` first"):
+    with pytest.raises(ValueError, match="is not complete .run `ded run` first"):
         arm_rows(RunDir(str(tmp_path), "never-run"))
     run = write_curated_run(str(tmp_path))
-    Path(run.stage(8, "diversity").path, SUCCESS).unlink()  # cut off during diversity selection
-    with pytest.raises(ValueError, match="diversity stage is not complete"):
+    Path(run.stage(plan.DIVERSITY).path, SUCCESS).unlink()  # cut off during diversity selection
+    with pytest.raises(ValueError, match=f"{plan.DIVERSITY.folder} is not complete"):
         arm_rows(run)
 
 

@@ -29,27 +29,28 @@ def test_bad_input_paths_are_clear(capsys, tmp_path):
 
 
 def test_problems_step_writes_manifest_and_resumes(tmp_path, ray_local, capsys):
-    from ded_ray import steps
+    from ded_ray import plan, steps
     from ded_ray.config import load_config
+    from ded_ray.rundir import open_run
 
     config = load_config(None, [f"run.root={tmp_path}", "run.name=t", "problems.sources.0.generated.per_family=3"])
-    run = steps.open_run(config)
-    assert steps.load_problems(run, config).num_rows == 6
+    run = open_run(config)
+    assert steps.load_problems(run, config).rows == 6
     manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert manifest["config"]["run"]["name"] == "t"
-    assert manifest["versions"]["ray"] and manifest["stages"]["problems"]["rows"] == 6
-    assert (tmp_path / "t" / "01_problems" / "_SUCCESS").exists()
+    assert manifest["versions"]["ray"] and manifest["stages"][plan.PROBLEMS.name]["rows"] == 6
+    assert (tmp_path / "t" / plan.PROBLEMS.folder / "_SUCCESS").exists()
     capsys.readouterr()
-    assert steps.load_problems(steps.open_run(config), config).num_rows == 6
+    assert steps.load_problems(open_run(config), config).kept == 6
     assert "reusing 6 rows" in capsys.readouterr().err
 
 
 def test_run_refuses_to_mix_configs_in_one_run_dir(tmp_path, capsys):
-    from ded_ray import steps
     from ded_ray.config import load_config
+    from ded_ray.rundir import open_run
 
     base = [f"run.root={tmp_path}", "run.name=t"]
-    steps.open_run(load_config(None, base))
-    assert steps.open_run(load_config(None, base + ["ray.num_cpus=1"]))  # where Ray runs is not the experiment
+    open_run(load_config(None, base))
+    assert open_run(load_config(None, base + ["ray.num_cpus=1"]))  # where Ray runs is not the experiment
     assert main(["run", *base, "rollout.samples_per_question=9"]) == EXIT_FAILED
     assert "different config" in capsys.readouterr().err

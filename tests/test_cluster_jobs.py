@@ -212,7 +212,7 @@ def test_ray_client_session_runs_a_stage(head: LocalHead):
         @ray.remote(num_cpus=0)
         def verify_on_cluster(rows):
             import ray.data
-            from ded_ray.stages.base import actor_pool
+            from ded_ray.ray_helpers import actor_pool
             from ded_ray.stages.verify import VerifyStage
             return ray.data.from_pandas(rows).map_batches(
                 VerifyStage, fn_constructor_kwargs={{"config": VerifyConfig(), "tokenizer": "smollm2-135m"}},

@@ -56,6 +56,11 @@ def test_bad_value_names_key():
         load_config(None, ["rollout.samples_per_question=0"])
 
 
+def test_unknown_domain_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"problems.sources.0.domain.*'physics'.*\('math', 'code', 'science'\)"):
+        load_config(None, ["problems.sources.0.domain=physics"])
+
+
 def test_unknown_teacher_is_rejected():
     with pytest.raises(ConfigError, match="not among the configured teachers"):
         load_config(None, ["teacher=nobody"])

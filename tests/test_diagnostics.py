@@ -13,7 +13,7 @@ import torch
 from ded_ray import schema as S
 from ded_ray.analysis.diagnostics import arm_diagnostics
 from ded_ray.analysis.entropy import entropy_summary, load_causal_lm, token_entropy_under_teacher_forcing
-from ded_ray.analysis.pca_shift import pca_shift
+from ded_ray.analysis.pca_shift import pooled_hidden_states, shift_result
 
 PROMPTS = ["Q: 2 + 3?\nA:", None, "Q: 7 * 8?\nA:", "Q: primes below 10?\nA:"]
 RESPONSES = [" 5, since 2 + 3 = 5.", " (request failed)", None, " 2, 3, 5 and 7."]
@@ -54,7 +54,10 @@ def test_summaries_match_the_library_functions_on_the_kept_rows(pair):
     assert _png(out["entropy"]["histogram_png"])
 
     # Empty texts are dropped before the cap: the first three non-empty texts.
-    shift = pca_shift(base, tuned, [TEXTS[0], TEXTS[2], TEXTS[3]])
+    kept_texts = [TEXTS[0], TEXTS[2], TEXTS[3]]
+    model, tokenizer = load_causal_lm(base)
+    tuned_states = pooled_hidden_states(load_causal_lm(tuned)[0], tokenizer, kept_texts)
+    shift = shift_result(pooled_hidden_states(model, tokenizer, kept_texts), tuned_states, 128)
     np.testing.assert_allclose(out["pca_shift"]["shifts"], shift["shifts"], rtol=1e-6)
     assert out["pca_shift"]["num_texts"] == 3 and out["pca_shift"]["mean_shift"] > 0
     assert _png(out["pca_shift"]["plot_png"])

@@ -13,7 +13,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 from ded_ray import schema as S
-from ded_ray.stages.base import actor_pool
+from ded_ray.ray_helpers import actor_pool
 from ded_ray.stages.diversity import (
     DiversityStage,
     farthest_first,

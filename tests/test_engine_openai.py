@@ -25,7 +25,6 @@ from ded_ray.engines.entropy import mean_entropy_bits, openai_steps
 from ded_ray.engines.openai import (
     OpenAIChatClient,
     OpenAIEngine,
-    Secret,
     chat_url,
     parse_completion,
     read_api_key,

@@ -8,13 +8,14 @@ import json
 import pandas as pd
 import pytest
 
+from ded_ray import plan
 from ded_ray import schema as S
+from ded_ray.analysis.funnel import build_funnel, format_table3, print_funnel, rows_for_funnel
 from ded_ray.analysis.histograms import pairwise_distance_values, write_histograms
 from ded_ray.stages.base import kept
-from ded_ray.stages.correctness import CorrectnessStage
+from ded_ray.stages.correctness import reject_incorrect
 from ded_ray.stages.decontaminate import DecontaminateStage
 from ded_ray.stages.diversity import DiversityStage
-from ded_ray.stages.funnel import LEVELS, build_funnel, format_table3, print_funnel, rows_for_funnel
 from ded_ray.stages.mix import MixStage
 from ded_ray.stages.pass_rate import PassRateStage, student_pass_rates
 
@@ -48,7 +49,7 @@ def curate(teacher: pd.DataFrame) -> pd.DataFrame:
     student = pd.DataFrame([{S.PROBLEM_ID: pid, S.VERDICT: "correct" if j < i % 5 else "wrong"}
                             for i, pid in enumerate(ids) for j in range(4)])
     evals = teacher.drop_duplicates(S.PROBLEM_ID).iloc[[3]][[S.PROBLEM_ID, S.QUESTION]].assign(**{S.SOURCE: "planted-eval"})
-    rows = CorrectnessStage()(teacher)
+    rows = reject_incorrect(teacher)
     rows = PassRateStage(student_pass_rates(student, k=4), threshold=0.5)(rows)
     rows = DiversityStage(per_question=3)(rows)
     rows = DecontaminateStage(evals)(rows)
@@ -69,15 +70,15 @@ def test_funnel_adds_up_and_follows_table3(teacher_rows):
     counts = {(r["stage"], r["reason"]): r["rows"] for r in funnel.by_reason}
     assert {r: n for (_, r), n in counts.items()} == rows[S.REJECT_REASON].value_counts().to_dict()
     stages = {r: stage for stage, r in counts}
-    assert stages["too_easy"] == "pass_rate" and stages["not_selected"] == "diversity"
-    assert stages["contaminated"] == "decontaminate" and stages["over_quota"] == "mix"
-    assert stages["wrong"] == "correctness"
+    assert stages["too_easy"] == plan.PASS_RATE.name and stages["not_selected"] == plan.DIVERSITY.name
+    assert stages["contaminated"] == plan.DECONTAMINATE.name and stages["over_quota"] == plan.MIX.name
+    assert stages["wrong"] == plan.CORRECTNESS.name
 
     # Table 3: each level is a subset of the one before; the levels match the stages' own outcomes.
     for domain in ("math", "science"):
         levels = {r["level"]: r for r in funnel.table3 if r["domain"] == domain}
-        assert [lvl for lvl, _ in LEVELS] == list(levels)
-        sizes = [levels[lvl]["rows"] for lvl, _ in LEVELS]
+        assert list(plan.LEVELS) == list(levels)
+        sizes = [levels[lvl]["rows"] for lvl in plan.LEVELS]
         assert sizes == sorted(sizes, reverse=True)
         in_domain = rows[rows[S.DOMAIN] == domain]
         not_right = in_domain[S.REJECT_REASON].isin(["wrong", "format", "unparsable", "too_long"])
@@ -108,7 +109,7 @@ def test_printing_and_histograms(teacher_rows, tmp_path):
     rows = curate(teacher_rows)
     funnel = build_funnel(rows)
     text = format_table3(funnel)
-    assert all(level in text for level, _ in LEVELS) and "rows / questions" in text
+    assert all(level in text for level in plan.LEVELS) and "rows / questions" in text
     from rich.console import Console
 
     console = Console(record=True, width=120)
@@ -133,7 +134,7 @@ def test_chain_through_ray_matches_plain_pandas(teacher_rows, ray_local):
     common = {"batch_format": "pandas", "concurrency": 1, "num_cpus": 0.25}
     ds = (
         ray.data.from_pandas(teacher_rows).repartition(4)
-        .map_batches(CorrectnessStage, **common)
+        .map_batches(reject_incorrect, batch_format="pandas")
         .map_batches(PassRateStage, fn_constructor_kwargs={
             "pass_rates": student_pass_rates(student, k=4), "threshold": 0.5}, **common)
         .map_batches(DecontaminateStage, fn_constructor_kwargs={"eval_items": evals}, **common)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ded_ray import schema as S
-from ded_ray.config import GeneratedProblems, ProblemSource
+from ded_ray.config import ProblemSource
 from ded_ray.io import ProblemReadError, read_all_problems, read_problems
 
 

@@ -11,7 +11,7 @@ import pytest
 from ded_ray import schema as S
 from ded_ray.config import PassRateConfig
 from ded_ray.stages.base import StageError
-from ded_ray.stages.correctness import CorrectnessStage, reject_incorrect
+from ded_ray.stages.correctness import reject_incorrect
 from ded_ray.stages.pass_rate import PassRateStage, student_pass_rates
 
 
@@ -85,7 +85,7 @@ def test_threshold_is_strict_and_earlier_reasons_survive():
 
 def test_correctness_filter_on_real_traces(shared_data):
     teacher = math_trace_rows(shared_data, limit=60)
-    out = CorrectnessStage()(teacher)
+    out = reject_incorrect(teacher)
     wrong = teacher[S.VERDICT] == "wrong"
     unformatted = ~teacher[S.FORMAT_OK]
     # Paper order: length, format, then correctness — one reason per row.

@@ -37,6 +37,15 @@ def models(tmp_path_factory):
     return {"base": base, "other": other, "perturbed": perturbed}
 
 
+def _pca_shift(base_path, tuned_path, texts, max_tokens=128, batch_size=8) -> dict:
+    """What `analysis.diagnostics.arm_diagnostics` computes: both models pooled with the base's tokenizer."""
+    model, tokenizer = load_causal_lm(base_path)
+    base = P.pooled_hidden_states(model, tokenizer, texts, max_tokens, batch_size)
+    tuned_model, _ = load_causal_lm(tuned_path)
+    tuned = P.pooled_hidden_states(tuned_model, tokenizer, texts, max_tokens, batch_size)
+    return P.shift_result(base, tuned, max_tokens)
+
+
 def _direct_pooled(path, texts, max_tokens=128) -> np.ndarray:
     """One text at a time (no padding at all), plain mean over its first max_tokens tokens, every layer."""
     model, tokenizer = load_causal_lm(path)
@@ -67,7 +76,7 @@ def _direct_shift(base: np.ndarray, tuned: np.ndarray) -> tuple[list[float], flo
 
 
 def test_agrees_with_direct_numpy_computation(models):
-    got = P.pca_shift(models["base"], models["other"], TEXTS, batch_size=4)  # batches with padding
+    got = _pca_shift(models["base"], models["other"], TEXTS, batch_size=4)  # batches with padding
     base, tuned = _direct_pooled(models["base"], TEXTS), _direct_pooled(models["other"], TEXTS)
     shifts, dis = _direct_shift(base, tuned)
     assert got["num_layers"] == 3 and got["num_texts"] == len(TEXTS)  # embeddings + 2 blocks
@@ -87,9 +96,9 @@ def test_pooling_is_attention_mask_aware():
 
 
 def test_model_against_itself_is_zero_and_a_perturbed_copy_is_positive(models):
-    same = P.pca_shift(models["base"], models["base"], TEXTS)
+    same = _pca_shift(models["base"], models["base"], TEXTS)
     assert same["shifts"] == [0.0] * same["num_layers"] and same["dis"] == 0.0
-    moved = P.pca_shift(models["base"], models["perturbed"], TEXTS)
+    moved = _pca_shift(models["base"], models["perturbed"], TEXTS)
     assert all(s > 0 for s in moved["shifts"]) and moved["mean_shift"] > 0 and moved["dis"] > 0
     row = moved["layers"][1]
     assert row["shift"] == pytest.approx(np.hypot(row["pc1_shift"], row["pc2_tuned"] - row["pc2_base"]))
@@ -111,11 +120,11 @@ def test_pca_components_are_orthonormal_with_a_fixed_sign():
 def test_bad_inputs_are_named(models, tmp_path):
     from ded_ray.models import build_tiny_model
 
-    with pytest.raises(ValueError, match="at least 3 texts"):
-        P.pca_shift(models["base"], models["base"], TEXTS[:2])
+    with pytest.raises(ValueError, match=r"n >= 3, dim\] matrix"):
+        _pca_shift(models["base"], models["base"], TEXTS[:2])
     wider = build_tiny_model(tmp_path / "wide", hidden_size=32, intermediate_size=64)
     with pytest.raises(ValueError, match="same layers and hidden size"):
-        P.pca_shift(models["base"], wider, TEXTS)
+        _pca_shift(models["base"], wider, TEXTS)
 
 
 def test_plot_is_a_png(models):

@@ -11,7 +11,6 @@ import os
 import re
 import site
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

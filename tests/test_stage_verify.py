@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from ded_ray import schema as S
-from ded_ray.stages.base import actor_pool
+from ded_ray.ray_helpers import actor_pool
 from ded_ray.stages.verify import VerifyStage
 from ded_ray.verifiers.format import format_ok, length_ok
+from ded_ray.verifiers.registry import SPECS, VERIFIER_KINDS
 
 CODE_TESTS = json.dumps([{"type": "stdin", "input": "2 3\n", "output": "5\n"}])
 GOOD_CODE = "<think>add them</think>\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
@@ -65,6 +66,12 @@ def test_stage_labels_every_row_and_drops_none(stage):
     assert (out[S.VERIFY_MS] >= 0).all()
     assert set(stage.writes) <= set(out.columns)
     assert S.REJECT_REASON not in out  # verify labels; the correctness stage rejects
+
+
+def test_every_registered_domain_has_a_verifier(stage):
+    assert set(stage.verifiers) == set(VERIFIER_KINDS)
+    assert {spec.verifier for spec in SPECS.values()} <= set(VERIFIER_KINDS)
+    assert {spec.needs for spec in SPECS.values()} <= {S.ANSWER, S.TESTS}  # problem columns the readers check
 
 
 def test_stage_names_itself_when_columns_are_missing(stage):

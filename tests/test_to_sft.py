@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ded_ray import schema as S
-from ded_ray.stages.to_sft import ToSFTStage, assistant_content, build_corpus, write_corpus
+from ded_ray.stages.to_sft import assistant_content, build_corpus, write_corpus
 
 
 @pytest.fixture()
@@ -30,7 +30,8 @@ def curated(shared_data) -> pd.DataFrame:
 
 
 def test_messages_and_lineage(curated):
-    corpus = ToSFTStage(system_prompt="Think step by step.", sampling_by_teacher={"r1-distill": {"temperature": 0.6}})(curated)
+    corpus = build_corpus(curated, system_prompt="Think step by step.",
+                          sampling_by_teacher={"r1-distill": {"temperature": 0.6}})
     assert list(corpus.columns) == [f.name for f in S.CORPUS_SCHEMA]
     assert len(corpus) == 5  # the rejected row is not part of the corpus
     first = corpus.iloc[0]

@@ -13,9 +13,10 @@ import pytest
 
 from ded_ray import schema as S
 from ded_ray.config import TrainConfig
+from ded_ray.stages.to_sft import write_corpus
 from ded_ray.train import progress
 from ded_ray.train.faults import CrashOnce
-from ded_ray.train.synthetic import arithmetic_corpus, write_corpus_parquet
+from ded_ray.train.synthetic import arithmetic_corpus
 from ded_ray.train.trainer import train_student
 
 pytestmark = pytest.mark.engine
@@ -39,7 +40,7 @@ def corpus_path(tmp_path_factory):
                              {"role": "assistant", "content": "1 + 1 = 2. " * 60}]
     bad.at[1, S.MESSAGES] = [{"role": "user", "content": "What is 1 + 1?"}]
     path = tmp_path_factory.mktemp("corpus") / "corpus.parquet"
-    write_corpus_parquet(pd.concat([df, bad], ignore_index=True), path)
+    write_corpus(pd.concat([df, bad], ignore_index=True), path)
     return str(path)
 
 

@@ -29,7 +29,6 @@ Where we differ from the cited code, and why:
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -134,25 +133,6 @@ def pca_shift_from_states(base_states: np.ndarray, tuned_states: np.ndarray) -> 
         "num_layers": int(base.shape[0]),
         "num_texts": int(base.shape[1]),
     }
-
-
-def pca_shift(base_model_path: str | os.PathLike, tuned_model_path: str | os.PathLike, texts: list[str],
-              max_tokens: int = 128, batch_size: int = 8) -> dict[str, Any]:
-    """PCA shift between a base model and its fine-tuned copy on `texts` (benchmark questions/solutions).
-
-    Loads one model at a time. Returns `pca_shift_from_states`'s dict plus `max_tokens` and `pooling`.
-    Both models must share the tokenizer and the layer count; the base's tokenizer is used for both.
-    """
-    from ded_ray.analysis.entropy import load_causal_lm
-
-    if len(texts) < MIN_TEXTS:
-        raise ValueError(f"PCA shift needs at least {MIN_TEXTS} texts for a 2-component PCA, got {len(texts)}")
-    model, tokenizer = load_causal_lm(base_model_path)
-    base = pooled_hidden_states(model, tokenizer, texts, max_tokens, batch_size)
-    del model
-    tuned_model, _ = load_causal_lm(tuned_model_path)
-    tuned = pooled_hidden_states(tuned_model, tokenizer, texts, max_tokens, batch_size)
-    return shift_result(base, tuned, max_tokens)
 
 
 def shift_result(base: np.ndarray, tuned: np.ndarray, max_tokens: int) -> dict[str, Any]:

@@ -16,10 +16,10 @@ import yaml
 
 from ded_ray import schema as S
 from ded_ray.analysis.histograms import distance_png, histogram_png, length_png, pass_rate_png
+from ded_ray import plan
+from ded_ray.analysis.funnel import build_funnel
 from ded_ray.analysis.run_data import curation_rows
-from ded_ray.rundir import RunDir
-from ded_ray.stages.funnel import LEVELS, build_funnel
-from ded_ray.steps.evaluate import read_eval
+from ded_ray.rundir import EVAL_FILE, RunDir
 
 REPORT_FILE = "report.html"
 
@@ -48,7 +48,7 @@ def write_report(run: RunDir) -> str:
 
 def build_report(run: RunDir) -> str:
     manifest = run.read_manifest()
-    evals = read_eval(run)
+    evals = run.read_json(EVAL_FILE)
     rows = curation_rows(run)
     sections = [
         _summary(manifest, evals),
@@ -164,7 +164,7 @@ def _funnel(rows: pd.DataFrame) -> str:
     cells = {(r["domain"], r["level"]): f"{r['rows']} / {r['questions']}" for r in funnel.table3}
     head = "<tr><th>level</th>" + "".join(f"<th>{html.escape(d)}: rows / questions</th>" for d in domains) + "</tr>"
     body = "".join("<tr><td>" + level + "</td>" + "".join(f"<td>{cells.get((d, level), '-')}</td>" for d in domains)
-                   + "</tr>" for level, _ in LEVELS)
+                   + "</tr>" for level in plan.LEVELS)
     reasons = "".join(f"<tr><td>{html.escape(r['stage'])}</td><td>{html.escape(str(r['reason']))}</td>"
                       f"<td>{r['rows']}</td><td>{r['questions']}</td></tr>" for r in funnel.by_reason)
     return ("<h2>Curation funnel (as the paper's Table 3)</h2>"

@@ -5,4 +5,4 @@ Each module here defines `run(quick: bool = False) -> list[dict]`: one dict per 
 `note`. Figures are taken side by side in one run, so ratios are meaningful on a shared, noisy machine.
 """
 
-BENCHMARKS = ("rollout", "verify", "diversity", "train")
+BENCHMARKS = ("rollout", "verify", "diversity", "train", "runner")

@@ -25,11 +25,13 @@ import json
 import os
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ded_ray.bench.common import result_row, shared_data_file
 from ded_ray.stages.diversity import (
     farthest_first,
     pairwise_distances,
@@ -42,17 +44,7 @@ BENCH = "diversity"
 TRACES = Path("reasoning_traces_thought_anchors") / "traces_by_problem.jsonl"
 
 
-def _row(case: str, metric: str, value: float | None, unit: str, baseline: str | None = None,
-         base_value: float | None = None, note: str | None = None) -> dict:
-    """One result row; `value=None` for a skipped case (the note says why)."""
-    value = None if value is None else round(value, 6)
-    row = {"benchmark": BENCH, "case": case, "metric": metric, "value": value, "unit": unit}
-    if baseline is not None and base_value and value is not None:
-        row["baseline"] = baseline
-        row["ratio"] = round(value / base_value, 3)
-    if note:
-        row["note"] = note
-    return row
+_row = partial(result_row, BENCH)
 
 
 def _time(fn: Callable[[], object], repeat: int) -> float:
@@ -208,15 +200,9 @@ def _real_trace_cases(path: Path, limit: int | None) -> list[dict]:
     return rows
 
 
+
 def shared_traces_path() -> Path | None:
-    """`$DED_SHARED_DATA/…` or `../shared/data/…` beside the checkout; None when absent (a user's clone)."""
-    root = os.environ.get("DED_SHARED_DATA")
-    candidates = [Path(root)] if root else []
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    for base in candidates:
-        if (base / TRACES).is_file():
-            return base / TRACES
-    return None
+    return shared_data_file(str(TRACES))
 
 
 def run(quick: bool = False) -> list[dict]:

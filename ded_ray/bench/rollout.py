@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from functools import partial
 
 import pandas as pd
 
 from ded_ray import schema as S
+from ded_ray.bench.common import result_row
 from ded_ray.config import FewShotExample, RolloutConfig, SamplingConfig
 from ded_ray.log import log
 
@@ -39,16 +40,7 @@ RAY_HF = "hf engine via Ray Data"
 RAY_VLLM = "vllm engine via Ray Data"
 
 
-def _row(case: str, metric: str, value: float | None, unit: str, baseline: str | None = None,
-         base_value: float | None = None, note: str | None = None) -> dict:
-    value = None if value is None else round(float(value), 3)
-    row: dict[str, Any] = {"benchmark": BENCH, "case": case, "metric": metric, "value": value, "unit": unit}
-    if baseline is not None and base_value and value is not None:
-        row["baseline"] = baseline
-        row["ratio"] = round(value / base_value, 3)
-    if note:
-        row["note"] = note
-    return row
+_row = partial(result_row, BENCH, digits=3)
 
 
 def bench_prompts(model_path: str, n: int) -> pd.DataFrame:

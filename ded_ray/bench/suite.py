@@ -30,11 +30,28 @@ def run_benchmarks(names: list[str], quick: bool, out_dir: Path) -> list[dict]:
         module = importlib.import_module(f"ded_ray.bench.{name}")
         rows.extend(module.run(quick=quick))
         log(f"[bench {name}] done in {time.monotonic() - started:.0f}s")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    machine = machine_description()
-    (out_dir / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2, default=str))
-    (out_dir / "bench.md").write_text(f"Machine: {machine}\n\n{markdown_table(rows)}\n")
+    write_tables(rows, out_dir, ran=names or list(BENCHMARKS))
     return rows
+
+
+def write_tables(rows: list[dict], out_dir: Path, ran: list[str]) -> None:
+    """bench.json + bench.md: this run's rows, and the rows of the benchmarks it did not run kept from the
+    last tables (each benchmark says on which machine and day it was measured)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = out_dir / "bench.json"
+    earlier = json.loads(previous.read_text()) if previous.exists() else {}
+    # (tables written before `measured` existed name one machine for every row)
+    measured = earlier.get("measured") or {r["benchmark"]: earlier.get("machine", "?") for r in earlier.get("rows", [])}
+    measured = {name: info for name, info in measured.items() if name not in ran}
+    kept = [r for r in earlier.get("rows", []) if r.get("benchmark") not in ran]
+    when = f"{machine_description()}, {time.strftime('%Y-%m-%d')}"
+    measured.update({name: when for name in ran})
+    rows = kept + rows
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    rows.sort(key=lambda r: order.get(r.get("benchmark"), len(order)))
+    previous.write_text(json.dumps({"measured": measured, "rows": rows}, indent=2, default=str))
+    header = "\n".join(f"- {name}: {info}" for name, info in sorted(measured.items(), key=lambda kv: order.get(kv[0], 99)))
+    (out_dir / "bench.md").write_text(f"Measured on (machine, day):\n{header}\n\n{markdown_table(rows)}\n")
 
 
 def markdown_table(rows: list[dict]) -> str:

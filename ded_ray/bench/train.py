@@ -14,13 +14,14 @@ Steady-state figures skip each run's first step (warm-up: allocations, first col
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from ded_ray.bench.common import result_row, shared_data_file
 from ded_ray.log import log
 
 BENCH = "train"
@@ -28,27 +29,12 @@ TRACES = "reasoning_traces_thought_anchors/traces_by_problem.jsonl"
 CHARS_PER_TOKEN = 4.0
 
 
-def _row(case: str, metric: str, value: float | None, unit: str, baseline: str | None = None,
-         base_value: float | None = None, note: str | None = None) -> dict:
-    value = None if value is None else round(float(value), 6)
-    row = {"benchmark": BENCH, "case": case, "metric": metric, "value": value, "unit": unit}
-    if baseline is not None and base_value and value is not None:
-        row["baseline"] = baseline
-        row["ratio"] = round(value / base_value, 3)
-    if note:
-        row["note"] = note
-    return row
+_row = partial(result_row, BENCH)
+
 
 
 def shared_traces_path() -> Path | None:
-    """`$DED_SHARED_DATA/…` or `../shared/data/…` beside the checkout; None when absent (a user's clone)."""
-    root = os.environ.get("DED_SHARED_DATA")
-    candidates = [Path(root)] if root else []
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    for base in candidates:
-        if (base / TRACES).is_file():
-            return base / TRACES
-    return None
+    return shared_data_file(str(TRACES))
 
 
 def real_token_lengths() -> tuple[np.ndarray, str]:

@@ -22,13 +22,6 @@ from ded_ray.config import RolloutConfig, SamplingConfig
 
 PROMPT_MESSAGES = "prompt_messages"
 
-# Column metadata recorded in the manifest: how token_entropy was computed by each engine.
-ENTROPY_NOTES = {
-    "hf": "mean per-token entropy in bits of the full next-token distribution",
-    "vllm": "mean per-token entropy in bits over the top-k returned logprobs (renormalised): a lower bound",
-    "openai": "mean per-token entropy in bits over the top-k returned logprobs, when the endpoint returns them",
-}
-
 
 class RolloutEngine(Protocol):
     name: str

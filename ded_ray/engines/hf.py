@@ -50,7 +50,7 @@ import pandas as pd
 from ded_ray import schema as S
 from ded_ray.config import RolloutConfig, SamplingConfig
 from ded_ray.engines.output import ENGINE_ERROR, PROMPT_TOO_LONG, error_row, ok_row, set_generation_columns
-from ded_ray.stages.base import actor_pool
+from ded_ray.ray_helpers import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,7 @@ class HFEngine:
     def __init__(self, generator_cls: type = HFGenerator):
         self.generator_cls = generator_cls
 
+    # The signature of the RolloutEngine protocol (engines/base.py), which every engine repeats.
     def generate(
         self,
         ds,

@@ -48,7 +48,7 @@ from ded_ray.engines.output import (
     ok_row,
     set_generation_columns,
 )
-from ded_ray.stages.base import actor_pool
+from ded_ray.ray_helpers import actor_pool
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ class OpenAIEngine:
 
     name = "openai"
 
+    # The signature of the RolloutEngine protocol (engines/base.py), which every engine repeats.
     def generate(
         self,
         ds,

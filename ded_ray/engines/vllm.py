@@ -188,6 +188,7 @@ class VLLMEngine:
 
     name = "vllm"
 
+    # The signature of the RolloutEngine protocol (engines/base.py), which every engine repeats.
     def generate(
         self,
         ds,

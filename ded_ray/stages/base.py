@@ -18,17 +18,6 @@ import pandas as pd
 from ded_ray import schema as S
 
 
-def actor_pool(size: int | tuple[int, int]):
-    """Ray Data's compute strategy for a stage class: `size` actors, or an autoscaling (min, max) pool.
-
-    (Ray 2.51+ deprecates map_batches' `concurrency=` argument in favour of `compute=`.)
-    """
-    from ray.data import ActorPoolStrategy
-
-    lo, hi = (size, size) if isinstance(size, int) else size
-    return ActorPoolStrategy(min_size=int(lo), max_size=int(hi))
-
-
 class StageError(RuntimeError):
     """A stage could not run (bad input columns, missing dependency); the message names the stage."""
 

@@ -16,12 +16,10 @@ A missing `format_ok` / `length_ok` column (or a null value) means "not checked"
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pandas as pd
 
 from ded_ray import schema as S
-from ded_ray.stages.base import Stage, mark_rejected
+from ded_ray.stages.base import mark_rejected
 
 TOO_LONG = "too_long"
 BAD_FORMAT = "format"
@@ -57,14 +55,3 @@ def reject_incorrect(batch: pd.DataFrame) -> pd.DataFrame:
         batch = mark_rejected(batch, unknown, UNVERIFIED, "unknown verdict " + verdict.astype(str))
     return batch
 
-
-class CorrectnessStage(Stage):
-    """Stage wrapper of `reject_incorrect` for `map_batches` (stateless; rows are independent)."""
-
-    name: ClassVar[str] = "correctness"
-    reads: ClassVar[tuple[str, ...]] = (S.VERDICT,)
-    writes: ClassVar[tuple[str, ...]] = (S.REJECT_REASON, S.REJECT_DETAIL)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        self.check_columns(batch)
-        return reject_incorrect(batch)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Mapping
+from typing import Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ded_ray import schema as S
-from ded_ray.stages.base import Stage, kept
+from ded_ray.stages.base import kept
 
 CORPUS_FILE = "corpus.parquet"
 CORPUS_COLUMNS = [f.name for f in S.CORPUS_SCHEMA]
@@ -98,23 +98,3 @@ def write_corpus(corpus: pd.DataFrame, path: str | Path) -> Path:
     pq.write_table(corpus_table(corpus), path)
     return path
 
-
-class ToSFTStage(Stage):
-    """Map curated rows to corpus rows (`build_corpus`). A projection, not a filter: rejected rows are
-    left out of its output, so route them (`rejected/`) before this stage."""
-
-    name: ClassVar[str] = "to_sft"
-    reads: ClassVar[tuple[str, ...]] = (S.QUESTION, S.RESPONSE)
-    writes: ClassVar[tuple[str, ...]] = tuple(CORPUS_COLUMNS)
-
-    def __init__(
-        self,
-        system_prompt: str | None = None,
-        sampling_by_teacher: Mapping[str, Mapping] | None = None,
-    ) -> None:
-        self.system_prompt = system_prompt
-        self.sampling_by_teacher = dict(sampling_by_teacher or {})
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        self.check_columns(batch)
-        return build_corpus(batch, self.system_prompt, self.sampling_by_teacher)

@@ -1,10 +1,11 @@
 """The verify stage: label every rollout with a verdict, a format flag and a length flag.
 
 Reads rollout rows; writes `verdict`, `verdict_detail`, `extracted_answer`, `format_ok`, `length_ok`,
-`verify_ms`. Dispatch by `domain`: `math`/`science` → `verify_math` against `answer` (in a pool of
-killable math-verify processes); `code` → `run_tests` in the sandbox with `json.loads(tests)`. A row whose
-rollout failed (`error` set) gets verdict `error` with that reason. Nothing is dropped or rejected here:
-every row keeps its status, and the correctness stage turns labels into rejections with reasons.
+`verify_ms`. Dispatch by `domain` through `verifiers.registry`: a domain verified by `math` (math,
+science) → `verify_math` against `answer` (in a pool of killable math-verify processes); by `code` →
+`run_tests` in the sandbox with `json.loads(tests)`. A row whose rollout failed (`error` set) gets verdict
+`error` with that reason. Nothing is dropped or rejected here: every row keeps its status, and the
+correctness stage turns labels into rejections with reasons.
 
 Used as `verify_rows(ds, cfg.verify, tokenizer)` (a pool of CPU actors over a Ray Dataset), or called
 directly on a pandas DataFrame.
@@ -20,14 +21,14 @@ import pandas as pd
 
 from ded_ray import schema as S
 from ded_ray.config import VerifyConfig
-from ded_ray.stages.base import Stage, StageError, actor_pool
+from ded_ray.ray_helpers import actor_pool
+from ded_ray.stages.base import Stage, StageError
 from ded_ray.verifiers.code import run_tests
-from ded_ray.verifiers.format import count_tokens, format_ok
+from ded_ray.verifiers.format import format_ok, length_ok
 from ded_ray.verifiers.math import MathVerifierPool, extract_answer
+from ded_ray.verifiers.registry import DOMAINS, SPECS
 from ded_ray.verifiers.sandbox import SandboxLimits
 from ded_ray.verifiers.verdict import ERROR, UNPARSABLE, WRONG, Verdict
-
-MATH_DOMAINS = ("math", "science")
 
 
 def _missing(value: Any) -> bool:
@@ -70,6 +71,8 @@ class VerifyStage(Stage):
             from ded_ray.verifiers.judge import LLMJudge
 
             self.judge = LLMJudge(config.judge_endpoint, config.judge_model, config.judge_api_key_env)
+        # One verifier per registry kind: rows -> {index: Verdict}.
+        self.verifiers = {"math": self._verify_math, "code": self._verify_code}
 
     @staticmethod
     def _load_tokenizer(tokenizer: Any):
@@ -126,7 +129,7 @@ class VerifyStage(Stage):
     def _length_ok(self, batch: pd.DataFrame) -> list:
         limit = self.config.max_tokens
         if self.tokenizer is not None:
-            return [isinstance(r, str) and count_tokens(r, self.tokenizer) <= limit for r in batch[S.RESPONSE]]
+            return [length_ok(r, limit, self.tokenizer) for r in batch[S.RESPONSE]]
         if S.NUM_TOKENS in batch:
             return [None if _missing(n) else int(n) <= limit for n in batch[S.NUM_TOKENS]]
         return [None] * len(batch)  # not checked
@@ -141,12 +144,12 @@ class VerifyStage(Stage):
             for index in batch.index[failed]:
                 verdicts[index] = Verdict(ERROR, f"rollout failed: {batch.at[index, S.ERROR]}")
         todo = batch[~failed]
-        domains = todo[S.DOMAIN].astype(str)
-        verdicts.update(self._verify_math(todo[domains.isin(MATH_DOMAINS)]))
-        verdicts.update(self._verify_code(todo[domains.eq("code")]))
-        for index in todo.index[~domains.isin(MATH_DOMAINS + ("code",))]:
+        kinds = todo[S.DOMAIN].astype(str).map(lambda d: SPECS[d].verifier if d in SPECS else None)
+        for kind, verify in self.verifiers.items():
+            verdicts.update(verify(todo[kinds.eq(kind)]))
+        for index in todo.index[kinds.isna()]:
             verdicts[index] = Verdict(ERROR, f"unknown domain {batch.at[index, S.DOMAIN]!r}; expected one of "
-                                      f"{S.DOMAINS}")
+                                      f"{DOMAINS}")
         ordered = [verdicts[i] for i in batch.index]
         batch[S.VERDICT] = [v.status for v in ordered]
         batch[S.VERDICT_DETAIL] = [v.detail for v in ordered]

@@ -1,53 +1,35 @@
-"""The pipeline's steps: each runs its stage(s) into the run directory via `run_stage` and returns its output.
+"""The pipeline's steps: each runs its plan stage(s) into the run directory and returns a `StageResult`.
 
 The steps of each part of the pipeline live in the submodules: generate (rollouts, verification),
-curate (pass rate, diversity, decontamination, mix, corpus), train, evaluate, smoke (teacher selection),
-ablate.
+curate (quality filters, pass rate, diversity, decontamination, mix, corpus), student (train + evaluate),
+evaluate, smoke (teacher selection), ablate.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+import pandas as pd
 
+from ded_ray import plan
 from ded_ray import schema as S
-from ded_ray.config import ConfigError, DEDConfig
+from ded_ray.config import DEDConfig
 from ded_ray.io import read_all_problems
 from ded_ray.log import log
-from ded_ray.manifest import run_header
-from ded_ray.rundir import RunDir
-from ded_ray.runner import run_stage
+from ded_ray.rundir import RunDir, StageResult, run_stage
 
 
-def open_run(config: DEDConfig) -> RunDir:
-    run = RunDir(config.run.root, config.run.name)
-    previous = run.read_manifest()
-    header = run_header(config)
-    if previous and _experiment(previous.get("config")) != _experiment(header["config"]):
-        # Resuming with another config would mix outputs of two experiments in one folder.
-        raise ConfigError(
-            f"run directory {run.uri} was made with a different config; use another `run.name=...` "
-            "or delete the folder to start over"
-        )
-    run.update_manifest(**header)
-    return run
+def load_problems(run: RunDir, config: DEDConfig) -> StageResult:
+    """Every input row of the problem sources: valid problems kept, the others rejected with their reason, so
+    the stage's rows are the input's lines."""
 
-
-def _experiment(config: dict | None) -> dict | None:
-    """The parts of a config that change results (where Ray runs does not)."""
-    return None if config is None else {k: v for k, v in config.items() if k != "ray"}
-
-
-def load_problems(run: RunDir, config: DEDConfig) -> pa.Table:
-    def build(_done: set[str]) -> pa.Table:
+    def build(_done: set[str]) -> pd.DataFrame:
         problems, rejected = read_all_problems(config.problems.sources)
-        counts = run.write_rejected("read", rejected)
-        run.update_manifest(read_rejected=counts)
-        return pa.Table.from_pandas(problems, schema=S.PROBLEM_SCHEMA, preserve_index=False)
+        rejected = rejected.assign(**{S.PROBLEM_ID: [f"rejected:{i}" for i in range(len(rejected))]})
+        return pd.concat([problems, rejected], ignore_index=True) if len(rejected) else problems
 
-    return run_stage(run, 1, "problems", build, id_column=None, part_rows=config.run.part_rows)
+    return run_stage(run, plan.PROBLEMS, build, part_rows=config.run.part_rows)
 
 
-def choose_teacher(run: RunDir, config: DEDConfig, problems: pa.Table) -> str:
+def choose_teacher(run: RunDir, config: DEDConfig, problems: StageResult) -> str:
     """The configured teacher, or (teacher: auto) the smoke test's winner."""
     if config.teacher != "auto":
         return config.teacher
@@ -58,7 +40,7 @@ def choose_teacher(run: RunDir, config: DEDConfig, problems: pa.Table) -> str:
     return smoke_test(run, config, problems)["winner"]
 
 
-def write_report(run: RunDir, config: DEDConfig) -> str:
+def write_report(run: RunDir) -> str:
     from ded_ray.analysis.report import write_report as write_html
 
     path = write_html(run)

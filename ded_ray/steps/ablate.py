@@ -1,60 +1,51 @@
-"""`ded ablate`: train the student on the corpus after each curation step and compare (the paper's Table 3).
+"""`ded ablate`: train the student on the rows of each Table 3 level and compare (the paper's Table 3).
 
-Arms, built from a finished run's stage outputs:
-- `all`: every teacher trajectory the engine produced (no filtering);
-- `right`: after the length / format / correctness filter;
-- `right-hard`: after dropping questions the student already solves;
-- `right-hard-diverse`: after diversity selection (and decontamination + mixing: the final corpus);
-- `random`: as many trajectories as `right-hard-diverse`, drawn at random (seeded) from `right` — the
-  control that says whether the selection, not only the smaller size, made the difference.
+One arm per level of the plan (`plan.LEVELS`: all, right, right-hard, right-hard-diverse, corpus), each the
+kept rows of the stage that closes the level — the very rows the funnel counts at that level — plus
+`random`: as many trajectories as the corpus, drawn at random (seeded) from `right`, the control that says
+whether the selection, not only the smaller size, made the difference.
 
-Each arm trains with the run's `train` config under `ablate/<arm>/` and is evaluated on `eval.benchmarks`;
-finished arms are read back on rerun. An arm with exactly the rows of an earlier one (e.g. `right-hard` when
-the student solved no question) reuses that arm's result instead of training the same corpus again. The
-table lands in `ablation.json` and the manifest.
+Each arm trains with the run's `train` config under `ablate/<arm>/` and is evaluated on `eval.benchmarks`
+(`steps.student.train_and_evaluate`: finished arms are read back on rerun). An arm with exactly the rows of
+an earlier one (e.g. `right-hard` when the student solved no question) reuses that arm's result instead of
+training the same corpus again. The table lands in `ablation.json` and the manifest.
 """
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
+from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig
 from ded_ray.evaluate import format_table
 from ded_ray.log import log
 from ded_ray.rundir import RunDir
-from ded_ray.runner import kept_rows
+from ded_ray.rundir.runner import kept_rows
 from ded_ray.stages.to_sft import build_corpus
-from ded_ray.steps.curate import STAGE_DIVERSITY, STAGE_MIX, STAGE_PASS_RATE
-from ded_ray.steps.evaluate import evaluate_model, read_eval
-from ded_ray.steps.generate import STAGE_CORRECTNESS, STAGE_ROLLOUT
+from ded_ray.steps.evaluate import base_scores
+from ded_ray.steps.student import train_and_evaluate
 
 ABLATION_FILE = "ablation.json"
-ARMS = ("all", "right", "right-hard", "right-hard-diverse", "random")
+RANDOM = "random"
+CONTROL_POOL = "right"  # the level the random control is drawn from
 
 
 def arm_rows(run: RunDir, seed: int = 0) -> dict[str, pd.DataFrame]:
     """The training rows of every arm, from the run's completed stages."""
-    stages = {"all": STAGE_ROLLOUT, "right": STAGE_CORRECTNESS, "right-hard": STAGE_PASS_RATE,
-              "right-hard-diverse": STAGE_MIX}
     rows = {}
-    for arm, stage in stages.items():
-        stage_dir = run.stage(*stage)
+    for level in plan.LEVELS:
+        stage_dir = run.stage(plan.level_stage(level))
         if not stage_dir.is_complete():
             raise ValueError(f"ablation needs a finished run: stage {stage_dir.path} is not complete (run `ded run` first)")
-        rows[arm] = kept_rows(stage_dir.read()).to_pandas()
-    if not run.stage(*STAGE_DIVERSITY).is_complete():
-        raise ValueError("ablation needs a finished run: the diversity stage is not complete")
-    size = len(rows["right-hard-diverse"])
-    pool = rows["right"]
-    rows["random"] = pool.sample(n=min(size, len(pool)), random_state=seed) if size else pool.head(0)
+        rows[level] = kept_rows(stage_dir.read()).to_pandas()
+    size, pool = len(rows[plan.LEVELS[-1]]), rows[CONTROL_POOL]
+    rows[RANDOM] = pool.sample(n=min(size, len(pool)), random_state=seed) if size else pool.head(0)
     return rows
 
 
 def identical_arm(arm: str, arms: dict[str, pd.DataFrame]) -> str | None:
-    """The first arm before `arm` (in ARMS order) with exactly the same rollouts, if any."""
+    """The first arm before `arm` (in arm order) with exactly the same rollouts, if any."""
     ids = set(arms[arm][S.ROLLOUT_ID])
     for earlier in arms:
         if earlier == arm:
@@ -65,12 +56,8 @@ def identical_arm(arm: str, arms: dict[str, pd.DataFrame]) -> str | None:
 
 
 def ablate(run: RunDir, config: DEDConfig) -> dict:
-    from ded_ray.train.trainer import train_student
-
     results: dict[str, dict] = {}
-    base = read_eval(run).get("base", {}).get("benchmarks")
-    if base is None:
-        base = evaluate_model(run, config, config.student.model, "base", slot=0)
+    base = base_scores(run, config)
     arms = arm_rows(run, seed=config.run.seed)
     for arm, rows in arms.items():
         twin = identical_arm(arm, arms)
@@ -78,24 +65,16 @@ def ablate(run: RunDir, config: DEDConfig) -> dict:
             log(f"[ablate {arm}] the same {len(rows)} rows as {twin}: reusing its result")
             results[arm] = {**results[twin], "same_as": twin}
             continue
-        corpus = build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
-                              system_prompt=config.student.system_prompt)
-        arm_run = RunDir(run.file("ablate"), arm)
-        done = read_eval(arm_run).get(arm)
-        if done:
-            log(f"[ablate {arm}] complete: reusing")
-            results[arm] = {"rows": len(corpus), "benchmarks": done["benchmarks"]}
-            continue
-        if corpus.empty:
+        if rows.empty:
             results[arm] = {"rows": 0, "benchmarks": {}, "note": "empty corpus: nothing to train on"}
             continue
-        log(f"[ablate {arm}] training on {len(corpus)} trajectories")
-        trained = train_student(corpus, config.student.model, config.train, arm_run.path)
-        scores = evaluate_model(arm_run, config, trained.student_dir, arm)
-        results[arm] = {"rows": len(corpus), "benchmarks": scores}
+        corpus = build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
+                              system_prompt=config.student.system_prompt)
+        log(f"[ablate {arm}] {len(corpus)} trajectories")
+        trained = train_and_evaluate(run.sub("ablate", arm), config, corpus, arm, base=base)
+        results[arm] = {"rows": len(corpus), "benchmarks": trained["benchmarks"]}
     summary = {"base": base, "arms": results}
-    with run.fs.open_output_stream(run.file(ABLATION_FILE)) as out:
-        out.write(json.dumps(summary, indent=2, default=str).encode())
+    run.write_json(ABLATION_FILE, summary)
     run.update_manifest(ablation=summary)
     log("[ablate]\n" + ablation_table(summary))
     return summary

@@ -1,100 +1,117 @@
-"""Curation steps: keep hard questions, the P most different trajectories per question, then decontaminate,
-mix and write the corpus. Each runs as stages in the run directory (resumable, rejections by reason)."""
+"""Curation steps: quality filters, keep hard questions, the P most different trajectories per question, then
+decontaminate, mix and write the corpus. Each runs as a plan stage in the run directory (resumable,
+rejections by reason); each takes the previous stage's `StageResult` and streams its rows into the next.
+"""
 
 from __future__ import annotations
 
-import json
+from functools import reduce
 
 import pandas as pd
 import pyarrow as pa
-import ray.data
+import pyarrow.parquet as pq
 
+from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig
 from ded_ray.io import read_all_problems
 from ded_ray.log import log
 from ded_ray.models import resolve_model
-from ded_ray.rundir import RunDir
-from ded_ray.runner import kept_rows, run_stage
-from ded_ray.stages.base import actor_pool
+from ded_ray.plan import StageSpec
+from ded_ray.ray_helpers import actor_pool
+from ded_ray.rundir import RunDir, StageResult, run_stage
+from ded_ray.stages.base import mark_rejected
 from ded_ray.stages.decontaminate import DecontaminateStage
 from ded_ray.stages.diversity import DiversityStage
-from ded_ray.stages.mix import MixStage
+from ded_ray.stages.mix import OVER_QUOTA, MixStage
 from ded_ray.stages.pass_rate import PassRateStage, student_pass_rates
-from ded_ray.stages.to_sft import build_corpus, write_corpus
-
-STAGE_PASS_RATE = (7, "pass_rate")
-STAGE_DIVERSITY = (8, "diversity")
-STAGE_DECONTAMINATE = (9, "decontaminate")
-STAGE_MIX = (10, "mix")
-CORPUS_FILE = "corpus.parquet"
+from ded_ray.stages.to_sft import CORPUS_FILE, build_corpus, corpus_table
 
 
-def drop_easy_questions(run: RunDir, config: DEDConfig, verified: pa.Table, student_verified: pa.Table | None) -> pa.Table:
+def _map_stage(config: DEDConfig, source: StageResult, stage_class, **kwargs):
+    """`source`'s kept rows through `stage_class` on Ray Data, scheduled from `curate.concurrency/batch_size`."""
+    cfg = config.curate
+    return source.dataset(rows_per_block=cfg.batch_size).map_batches(
+        stage_class, fn_constructor_kwargs=kwargs, batch_format="pandas", batch_size=cfg.batch_size,
+        compute=actor_pool(cfg.concurrency),
+    )
+
+
+def _nothing_to_do(source: StageResult) -> pa.Table | None:
+    """An empty output for a stage whose input has no kept rows (Ray Data cannot read zero parts)."""
+    return pa.table({}) if source.kept == 0 else None
+
+
+# --- quality filters (the plan's FILTERS: repetition, …) ----------------------------------------------
+
+
+class _ConfiguredFilter:
+    """A plan filter's stage class built from its config section in the actor (`runs.from_config(cfg)`)."""
+
+    def __init__(self, stage: StageSpec, section) -> None:
+        self.stage = stage.runs.from_config(section) if section.enabled else None
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return batch if self.stage is None else self.stage(batch)
+
+
+def quality_filters(run: RunDir, config: DEDConfig, verified: StageResult) -> StageResult:
+    """Every quality filter of the plan in order, each a row-wise stage of its own; returns the last."""
+    rows = verified
+    for stage in plan.QUALITY_FILTERS:
+        section = reduce(getattr, stage.config.split("."), config)
+
+        def build(done: set[str], source=rows, stage=stage, section=section):
+            return _nothing_to_do(source) or _map_stage(config, source, _ConfiguredFilter, stage=stage,
+                                                        section=section)
+
+        rows = run_stage(run, stage, build, part_rows=config.run.part_rows)
+    return rows
+
+
+# --- pass rate, diversity ------------------------------------------------------------------------------
+
+
+def drop_easy_questions(run: RunDir, config: DEDConfig, right: StageResult, student: StageResult | None) -> StageResult:
     """Attach the student's pass rate to teacher rows; reject questions it already solves (`too_easy`)."""
     cfg = config.curate.pass_rate
 
-    def build(_done: set[str]) -> pd.DataFrame:
-        rows = kept_rows(verified).to_pandas()
-        if student_verified is None or student_verified.num_rows == 0:
-            rows[S.PASS_RATE] = float("nan")
-            return rows
-        rates = student_pass_rates(student_verified.to_pandas(), k=cfg.k)
-        run.update_manifest(pass_rates={
-            "k": cfg.k, "threshold": cfg.threshold, "questions": len(rates),
-            "mean": float(rates[S.PASS_RATE].mean()) if len(rates) else None,
-        })
-        return PassRateStage.from_config(cfg, rates)(rows)
+    def build(_done: set[str]):
+        if student is None or student.rows == 0:
+            rates = pd.DataFrame({S.PROBLEM_ID: [], S.PASS_RATE: []})
+        else:  # one verdict per student rollout: small columns, read in the driver
+            rates = student_pass_rates(student.table(columns=[S.PROBLEM_ID, S.VERDICT], kept_only=False).to_pandas(),
+                                       k=cfg.k)
+            run.update_manifest(pass_rates={
+                "k": cfg.k, "threshold": cfg.threshold, "questions": len(rates),
+                "mean": float(rates[S.PASS_RATE].mean()) if len(rates) else None,
+            })
+        return _nothing_to_do(right) or _map_stage(config, right, PassRateStage, pass_rates=rates,
+                                                   threshold=cfg.threshold)
 
-    return run_stage(run, *STAGE_PASS_RATE, build, id_column=None, part_rows=config.run.part_rows)
+    return run_stage(run, plan.PASS_RATE, build, part_rows=config.run.part_rows)
 
 
-def keep_diverse(run: RunDir, config: DEDConfig, hard: pa.Table) -> pa.Table:
+def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResult:
     """Per question, keep the P farthest correct trajectories (greedy max-min Levenshtein); others `not_selected`."""
     cfg = config.curate.diversity
     tokenizer = str(resolve_model(config.student.model)) if cfg.unit == "token" else None
 
-    def build(_done: set[str]) -> ray.data.Dataset | pa.Table:
-        rows = kept_rows(hard)
-        if rows.num_rows == 0:
-            return rows
-        ds = ray.data.from_arrow(rows)
-        return ds.groupby(S.PROBLEM_ID).map_groups(
+    def build(_done: set[str]):
+        if hard.kept == 0:
+            return pa.table({})
+        return hard.dataset().groupby(S.PROBLEM_ID).map_groups(
             DiversityStage,
             fn_constructor_kwargs={"per_question": cfg.per_question, "unit": cfg.unit,
                                    "compare": cfg.compare, "tokenizer": tokenizer},
             batch_format="pandas",
-            compute=actor_pool(1),
+            compute=actor_pool(config.curate.concurrency),
         )
 
-    return run_stage(run, *STAGE_DIVERSITY, build, id_column=None, part_rows=config.run.part_rows)
+    return run_stage(run, plan.DIVERSITY, build, part_rows=config.run.part_rows)
 
 
-def finish_corpus(run: RunDir, config: DEDConfig, diverse: pa.Table) -> str:
-    """Decontaminate against the eval sets, apply domain quotas, write corpus.parquet; returns its path."""
-    clean = _decontaminate(run, config, diverse)
-    mixed = _mix(run, config, clean)
-    system_prompt = config.student.system_prompt
-    sampling = {t.name: t.sampling.model_dump() for t in config.teachers}
-    corpus = build_corpus(kept_rows(mixed).to_pandas(), system_prompt=system_prompt, sampling_by_teacher=sampling)
-    path = write_corpus(corpus, run.file(CORPUS_FILE))
-    run.update_manifest(corpus={"path": str(path), "rows": len(corpus),
-                                "questions": int(corpus[S.PROBLEM_ID].nunique()) if len(corpus) else 0})
-    record_funnel(run)
-    log(f"[corpus] {len(corpus)} trajectories for {corpus[S.PROBLEM_ID].nunique() if len(corpus) else 0} questions → {path}")
-    return str(path)
-
-
-def record_funnel(run: RunDir) -> None:
-    """Count where every teacher trajectory went (the paper's Table 3), print it and store it in the manifest."""
-    from ded_ray.analysis.run_data import funnel
-    from ded_ray.stages.funnel import print_funnel
-
-    counts = funnel(run)
-    if not counts.adds_up:  # a bookkeeping bug, never a user error: say so loudly
-        raise RuntimeError(f"funnel does not add up: {counts.total} rows != {counts.corpus} + {counts.rejected}")
-    run.update_manifest(funnel=counts.to_dict())
-    print_funnel(counts)
+# --- decontamination, mixing, the corpus ---------------------------------------------------------------
 
 
 def eval_items(config: DEDConfig) -> pd.DataFrame:
@@ -104,29 +121,70 @@ def eval_items(config: DEDConfig) -> pd.DataFrame:
     return items
 
 
-def _decontaminate(run: RunDir, config: DEDConfig, diverse: pa.Table) -> pa.Table:
-    def build(_done: set[str]) -> ray.data.Dataset | pd.DataFrame:
-        rows = kept_rows(diverse)
+def decontaminate(run: RunDir, config: DEDConfig, diverse: StageResult) -> StageResult:
+    """Reject training rows whose question shares an n-word run with an evaluation item (`contaminated`)."""
+    cfg = config.curate.decontaminate
+
+    def build(_done: set[str]):
         items = eval_items(config)
-        if items.empty or rows.num_rows == 0:
-            return rows.to_pandas()
-        return ray.data.from_arrow(rows).map_batches(
-            DecontaminateStage,
-            fn_constructor_kwargs={"eval_items": items, "ngram": config.curate.decontaminate.ngram,
-                                   "min_words": config.curate.decontaminate.min_words},
-            batch_format="pandas",
-            compute=actor_pool(1),
-        )
+        if items.empty:  # nothing to compare against: every row passes
+            return _nothing_to_do(diverse) or diverse.dataset()
+        return _nothing_to_do(diverse) or _map_stage(config, diverse, DecontaminateStage, eval_items=items,
+                                                     ngram=cfg.ngram, min_words=cfg.min_words)
 
-    return run_stage(run, *STAGE_DECONTAMINATE, build, id_column=None, part_rows=config.run.part_rows)
+    return run_stage(run, plan.DECONTAMINATE, build, part_rows=config.run.part_rows)
 
 
-def _mix(run: RunDir, config: DEDConfig, clean: pa.Table) -> pa.Table:
-    def build(_done: set[str]) -> pd.DataFrame:
-        # Quotas are global (a domain's count across all rows), so this one runs on the whole table.
-        stage = MixStage.from_config(config.curate.mix)
-        rows = stage(kept_rows(clean).to_pandas())
-        run.update_manifest(mix=json.loads(json.dumps(stage.report(), default=str)))
-        return rows
+def mix(run: RunDir, config: DEDConfig, clean: StageResult) -> StageResult:
+    """Domain quotas (`over_quota`). A quota is global, so the choice is made in the driver on the rows' ids
+    and domains alone; the rows themselves stream from the last stage's parts into this one's."""
+    cfg = config.curate.mix
 
-    return run_stage(run, *STAGE_MIX, build, id_column=None, part_rows=config.run.part_rows)
+    def build(_done: set[str]):
+        if clean.kept == 0:
+            return pa.table({})
+        stage = MixStage.from_config(cfg)
+        marked = stage(clean.table(columns=[S.ROLLOUT_ID, S.PROBLEM_ID, S.DOMAIN]).to_pandas())
+        run.update_manifest(mix=stage.report())
+        over = marked[marked[S.REJECT_REASON].notna()] if S.REJECT_REASON in marked else marked.head(0)
+        surplus = dict(zip(over[S.ROLLOUT_ID], over[S.REJECT_DETAIL]))
+        return clean.dataset().map_batches(_reject_surplus, fn_kwargs={"surplus": surplus}, batch_format="pandas")
+
+    return run_stage(run, plan.MIX, build, part_rows=config.run.part_rows)
+
+
+def _reject_surplus(batch: pd.DataFrame, surplus: dict[str, str]) -> pd.DataFrame:
+    detail = batch[S.ROLLOUT_ID].map(surplus)
+    return mark_rejected(batch.copy(), detail.notna(), OVER_QUOTA, detail)
+
+
+def write_corpus(run: RunDir, config: DEDConfig, mixed: StageResult) -> str:
+    """corpus.parquet from the final stage's kept rows (streamed batch by batch); returns its path."""
+    path = run.file(CORPUS_FILE)
+    sampling = {t.name: t.sampling.model_dump() for t in config.teachers}
+    rows = questions = 0
+    with pq.ParquetWriter(path, S.CORPUS_SCHEMA, filesystem=run.fs) as out:
+        if mixed.kept:
+            seen: set[str] = set()
+            for batch in mixed.dataset().iter_batches(batch_size=config.run.part_rows, batch_format="pandas"):
+                corpus = build_corpus(batch, system_prompt=config.student.system_prompt, sampling_by_teacher=sampling)
+                out.write_table(corpus_table(corpus))
+                rows += len(corpus)
+                seen.update(corpus[S.PROBLEM_ID])
+            questions = len(seen)
+    run.update_manifest(corpus={"path": path, "rows": rows, "questions": questions})
+    record_funnel(run)
+    log(f"[corpus] {rows} trajectories for {questions} questions → {path}")
+    return path
+
+
+def record_funnel(run: RunDir) -> None:
+    """Count where every teacher trajectory went (the paper's Table 3), print it and store it in the manifest."""
+    from ded_ray.analysis.funnel import print_funnel
+    from ded_ray.analysis.run_data import funnel
+
+    counts = funnel(run)
+    if not counts.adds_up:  # a bookkeeping bug, never a user error: say so loudly
+        raise RuntimeError(f"funnel does not add up: {counts.total} rows != {counts.corpus} + {counts.rejected}")
+    run.update_manifest(funnel=counts.to_dict())
+    print_funnel(counts)

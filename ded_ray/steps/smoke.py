@@ -13,24 +13,25 @@ Everything of an arm lives under `smoke/<teacher>/` (a run directory of its own)
 
 from __future__ import annotations
 
-import json
 import traceback
 
 import pandas as pd
 import pyarrow as pa
 
+from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig, TeacherConfig
 from ded_ray.log import log
-from ded_ray.rundir import RunDir
-from ded_ray.steps.evaluate import evaluate_model, read_eval
+from ded_ray.rundir import RunDir, StageResult
+from ded_ray.steps.evaluate import base_scores
 from ded_ray.steps.generate import generate_rollouts, verify
+from ded_ray.steps.student import train_and_evaluate
 
 SMOKE_FILE = "smoke.json"
 ARM_FILE = "arm.json"
 
 
-def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
+def smoke_test(run: RunDir, config: DEDConfig, problems: StageResult) -> dict:
     """Run (or resume) every arm; returns the smoke summary with the ranked teachers and the winner.
 
     Two phases, so the teachers' Serve replicas never compete for CPUs/GPUs with training: first every
@@ -40,8 +41,10 @@ def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
     if not config.teachers:
         raise ValueError("the smoke test needs at least one teacher in `teachers`")
     questions = _smoke_questions(problems, config.smoke.questions)
-    base = _base_scores(run, config)
-    arms = {t.name: _read_json(RunDir(run.file("smoke"), t.name), ARM_FILE) for t in config.teachers}
+    if not config.eval.benchmarks:
+        raise ValueError("the smoke test ranks teachers by evaluating students: configure `eval.benchmarks`")
+    base = base_scores(run, config)
+    arms = {t.name: _arm_run(run, t).read_json(ARM_FILE) for t in config.teachers}
     todo = [t for t in config.teachers if not (arms[t.name] and arms[t.name].get("status") == "ok")]
     answers: dict[str, pd.DataFrame | Exception] = {}
     if todo:
@@ -56,7 +59,7 @@ def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
             arms[teacher.name] = _train_and_evaluate(run, config, teacher, answers[teacher.name], base)
         else:
             log(f"[smoke {teacher.name}] complete: reusing")
-    summary = _rank([arms[t.name] for t in config.teachers], base)
+    summary = _rank([arms[t.name] for t in config.teachers], {b: r.get("avg_at_k") for b, r in base.items()})
     _write_summary(run, summary)
     return summary
 
@@ -65,7 +68,7 @@ def smoke_test(run: RunDir, config: DEDConfig, problems: pa.Table) -> dict:
 
 
 def _arm_run(run: RunDir, teacher: TeacherConfig) -> RunDir:
-    return RunDir(run.file("smoke"), teacher.name)
+    return run.sub("smoke", teacher.name)
 
 
 def _answer(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: pa.Table,
@@ -80,11 +83,11 @@ def _answer(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: p
     rollout_config = config.rollout.model_copy(update={"engine": "openai"} if served.endpoint else {})
     arm_config = config.model_copy(update={"rollout": rollout_config})
     try:
-        rollouts = generate_rollouts(arm_run, arm_config, questions, [served], samples=1)
-        if rollouts.num_rows and (rollouts.to_pandas()[S.ERROR].notna()).all():
-            reasons = rollouts.to_pandas()[S.ERROR].value_counts().to_dict()
-            raise RuntimeError(f"every request to the teacher failed: {reasons}")
-        return verify(arm_run, arm_config, rollouts, filter_incorrect=False).to_pandas()
+        rollouts = generate_rollouts(arm_run, arm_config, questions, [served], stage=plan.SAMPLE, samples=1)
+        if rollouts.rows and rollouts.kept == 0:
+            raise RuntimeError(f"every request to the teacher failed: {rollouts.rejected}")
+        # One answer per smoke question: a small table the driver may hold.
+        return verify(arm_run, arm_config, rollouts, stage=plan.SAMPLE_VERIFY, filter_incorrect=False).table().to_pandas()
     except Exception as exc:  # an arm's failure is a result to report, not a reason to stop the others
         log(f"[smoke {teacher.name}] generation failed: {exc}")
         return exc
@@ -92,8 +95,6 @@ def _answer(run: RunDir, config: DEDConfig, teacher: TeacherConfig, questions: p
 
 def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
                         verified: pd.DataFrame | Exception, base: dict) -> dict:
-    from ded_ray.train.trainer import train_student
-
     arm_run = _arm_run(run, teacher)
     try:
         if isinstance(verified, Exception):
@@ -103,21 +104,20 @@ def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
         if corpus.empty:
             raise ValueError(f"teacher {teacher.name!r} produced no usable response for the smoke corpus")
         train_config = config.smoke.train or config.train.model_copy(update={"epochs": 1})
-        trained = train_student(corpus, config.student.model, train_config, arm_run.path)
-        scores = evaluate_model(arm_run, config, trained.student_dir, teacher.name)
+        trained = train_and_evaluate(arm_run, config, corpus, teacher.name, base=base, train_config=train_config)
         result = {
             "name": teacher.name, "status": "ok", "questions": int(len(verified)),
             "teacher_accuracy": accuracy,
             "mean_response_tokens": float(verified[S.NUM_TOKENS].mean()) if len(verified) else None,
-            "corpus_rows": int(len(corpus)), "student_dir": trained.student_dir,
-            "student": {bench: _student_score(r, base.get(bench)) for bench, r in scores.items()},
-            "diagnostics": _diagnostics(config, teacher, verified, trained.student_dir),
+            "corpus_rows": int(len(corpus)), "student_dir": trained["student_dir"],
+            "student": {bench: _student_score(r) for bench, r in trained["benchmarks"].items()},
+            "diagnostics": _diagnostics(config, teacher, verified, trained["student_dir"]),
         }
     except Exception as exc:
         log(f"[smoke {teacher.name}] failed: {exc}")
         result = {"name": teacher.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                   "traceback": "".join(traceback.format_exception(exc, limit=5))}
-    _write_json(arm_run, ARM_FILE, result)
+    arm_run.write_json(ARM_FILE, result)
     return result
 
 
@@ -137,10 +137,8 @@ def _diagnostics(config: DEDConfig, teacher: TeacherConfig, verified: pd.DataFra
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def _student_score(result: dict, base: float | None) -> dict:
-    score = result.get("avg_at_k")
-    return {"avg_at_k": score, "stderr": result.get("stderr"), "mean_tokens": result.get("mean_tokens"),
-            "gain": None if score is None or base is None else score - base}
+def _student_score(result: dict) -> dict:
+    return {key: result.get(key) for key in ("avg_at_k", "stderr", "mean_tokens", "gain")}
 
 
 def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
@@ -157,20 +155,10 @@ def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
 # --- around the arms -----------------------------------------------------------------------------------
 
 
-def _smoke_questions(problems: pa.Table, n: int) -> pa.Table:
+def _smoke_questions(problems: StageResult, n: int) -> pa.Table:
     """The first n problems by id: a fixed, reproducible subset (the same for every teacher)."""
-    df = problems.to_pandas().sort_values(S.PROBLEM_ID).head(n)
+    df = problems.table(columns=S.PROBLEM_SCHEMA.names).to_pandas().sort_values(S.PROBLEM_ID).head(n)
     return pa.Table.from_pandas(df, preserve_index=False)
-
-
-def _base_scores(run: RunDir, config: DEDConfig) -> dict:
-    """The untrained student's avg@k per benchmark (shared with the pipeline's 'base' evaluation)."""
-    if not config.eval.benchmarks:
-        raise ValueError("the smoke test ranks teachers by evaluating students: configure `eval.benchmarks`")
-    results = read_eval(run).get("base", {}).get("benchmarks")
-    if results is None:
-        results = evaluate_model(run, config, config.student.model, "base", slot=0)
-    return {bench: r.get("avg_at_k") for bench, r in results.items()}
 
 
 def _endpoints(teachers: list[TeacherConfig], config: DEDConfig) -> dict[str, str]:
@@ -213,23 +201,10 @@ def _write_summary(run: RunDir, summary: dict) -> None:
     from ded_ray.analysis.smoke_chart import smoke_chart_png
 
     chart = smoke_chart_png(summary)
-    _write_json(run, SMOKE_FILE, summary)
+    run.write_json(SMOKE_FILE, summary)
     run.update_manifest(smoke={**summary, "chart_png": chart}, teacher=summary["winner"])
     for arm in summary["teachers"]:
         status = f"rank {arm['rank']}, student score {arm['score']:.3f}" if arm.get("status") == "ok" else arm.get("reason")
         log(f"[smoke] {arm['name']}: {status}")
     if summary["winner"] is None:
         raise RuntimeError("every teacher arm of the smoke test failed; see smoke.json for the reasons")
-
-
-def _read_json(run: RunDir, name: str) -> dict | None:
-    try:
-        with run.fs.open_input_stream(run.file(name)) as src:
-            return json.loads(src.read().decode())
-    except FileNotFoundError:
-        return None
-
-
-def _write_json(run: RunDir, name: str, value: dict) -> None:
-    with run.fs.open_output_stream(run.file(name)) as out:
-        out.write(json.dumps(value, indent=2, default=str).encode())

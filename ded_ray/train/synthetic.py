@@ -68,11 +68,3 @@ def length_mix_corpus(token_lengths: Sequence[int], seed: int = 0) -> pd.DataFra
                          " ".join(steps) + f" The answer is \\boxed{{{total}}}."))
     return pd.DataFrame(rows)
 
-
-def write_corpus_parquet(df: pd.DataFrame, path) -> None:
-    """Write in CORPUS_SCHEMA (typed `messages` list of structs), like the curation stage does."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df[S.CORPUS_SCHEMA.names], schema=S.CORPUS_SCHEMA, preserve_index=False)
-    pq.write_table(table, str(path))

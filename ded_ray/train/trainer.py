@@ -30,6 +30,7 @@ from ded_ray import schema as S
 from ded_ray.cache import cache_dir
 from ded_ray.config import TrainConfig
 from ded_ray.log import log
+from ded_ray.ray_helpers import actor_pool
 from ded_ray.train.loop import STUDENT_DIR, LoopSpec, train_loop_per_worker
 from ded_ray.train.memory import MemoryEstimate, estimate_for_model
 from ded_ray.train.tokenize import INPUT_IDS, LABELS, TokenizeStage
@@ -100,8 +101,8 @@ def train_student(
         TokenizeStage,
         fn_constructor_kwargs={"model_path": model_path, "max_seq_len": config.max_seq_len, "truncate": config.truncate},
         batch_format="pandas",
-        batch_size=64,
-        compute=ray.data.ActorPoolStrategy(size=1),  # one tokenizer: tokenising is cheap next to training
+        batch_size=config.tokenize_batch_size,
+        compute=actor_pool(config.tokenize_concurrency),
     ).materialize()
     rejected_rows = tokenized.filter(expr=col(S.REJECT_REASON).is_not_null()).to_pandas()
     rejected = run.write_rejected(TokenizeStage.name, rejected_rows.drop(columns=[INPUT_IDS, LABELS], errors="ignore"))

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Iterable, Sequence
 
-from ded_ray.verifiers.verdict import CORRECT, ERROR, TIMEOUT, UNPARSABLE, Verdict
+from ded_ray.verifiers.verdict import ERROR, TIMEOUT, UNPARSABLE, Verdict
 
 MAX_ANSWER_CHARS = 4096  # longer extracted answers are stored truncated (the check sees the full text)
 DEFAULT_WORKER_MEMORY_MB = 3072  # address space per worker: sympy needs ~0.5 GiB; a 10^(10^10) needs 4+
@@ -307,13 +307,6 @@ class MathVerifierPool:
                 self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
-
-
-def verify_math_batch(items: Sequence[tuple[str | None, str]], timeout_s: float = 5.0, workers: int = 2
-                      ) -> list[Verdict]:
-    """Verdicts for (response, gold) pairs with a fresh pool of `workers` processes (closed afterwards)."""
-    with MathVerifierPool(workers=workers, timeout_s=timeout_s) as pool:
-        return pool.verify_many(items)
 
 
 _shared_pool: MathVerifierPool | None = None

@@ -1,8 +1,12 @@
 """The sandbox runner: the process `sandbox.py` starts for one untrusted program (stdlib only, run by path).
 
 It reads one job (JSON on stdin: code, tests, limits, workdir), confines itself, then runs each test in a
-forked child and prints one JSON report line on stdout. Confinement, in order (each step is recorded in
-`isolation`; a step the platform refuses is skipped and named in `isolation_missing`):
+forked child and prints one JSON report line on stdout. A test's own fields are checked and parsed before
+the program runs (`prepare_test`), and only the program's execution is caught as its failure (`wrong`); a
+malformed test or a failure of the harness's own code (the comparison) is reported as `error`.
+
+Confinement, in order (each step is recorded in `isolation`; a step the platform refuses is skipped and
+named in `isolation_missing`):
 
 1. mount namespace (private propagation, so nothing leaks to the host): the whole file tree is remounted
    read-only, a fresh size-limited tmpfs is mounted on the work directory, and the invoking user's home
@@ -248,7 +252,7 @@ def confine(job: dict) -> tuple[list[str], list[str], int | None]:
     return done, missing, sandbox_uid
 
 
-# --- running one test in a child -----------------------------------------------------------------------
+# --- the test child's limits and prelude ---------------------------------------------------------------
 
 PRELUDE = (  # what LeetCode's Python 3 environment imports for a solution; pow stays the builtin
     "from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
@@ -270,50 +274,152 @@ def _limit_child(job: dict) -> None:
 
 
 def _short(value, limit: int = 200) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a returned object's own __repr__ may raise
+        text = f"<{type(value).__name__}; repr failed: {type(exc).__name__}>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# --- preparing a test (harness side: runs before any of the program's code) ----------------------------
+
+
+class MalformedTest(ValueError):
+    """A test whose own fields are unusable: no program could pass it: `error`, never `wrong`."""
+
+
+def _field(test: dict, key: str, *types: type):
+    if key not in test:
+        raise MalformedTest(f"{test['type']} test lacks {key!r}")
+    if not isinstance(test[key], types):
+        raise MalformedTest(f"{key!r} is {type(test[key]).__name__}, expected "
+                            f"{' or '.join(t.__name__ for t in types)}")
+    return test[key]
+
+
+def _json(text: str, what: str):
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: not JSON, or an int past Python's digit limit
+        raise MalformedTest(f"{what} is not JSON ({exc}): {text[:80]!r}") from None
+
+
+def _compile(source: str, filename: str, mode: str):
+    try:
+        return compile(source, filename, mode)
+    except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
+        raise MalformedTest(f"{filename} does not compile: {exc}") from None
+
+
+def prepare_test(test) -> dict:
+    """Check and parse one test's harness fields; raises MalformedTest. Done before the program runs, so
+    that a broken test can never be blamed on the program.
+
+    Returns {"type": "stdin", "input", "output"}, {"type": "functional", "fn_name", "args", "want"} or
+    {"type": "assert", "code": <code object>, "entry": <code object> | None}.
+    """
+    if not isinstance(test, dict):
+        raise MalformedTest(f"a test is a dict, got {type(test).__name__}")
+    kind = test.get("type")
+    if kind == "stdin":
+        return {"type": kind, "input": _field(test, "input", str), "output": _field(test, "output", str)}
+    if kind == "functional":
+        name = _field(test, "fn_name", str)
+        if not name.isidentifier():
+            raise MalformedTest(f"fn_name {name!r} is not a Python identifier")
+        raw_args, raw_want = _field(test, "input", object), _field(test, "output", object)
+        if isinstance(raw_args, str):  # LiveCodeBench: one JSON value per line, one argument each
+            args = [_json(line, f"input line {n + 1}") for n, line in enumerate(raw_args.split("\n"))
+                    if line.strip()]
+        else:
+            args = list(raw_args) if isinstance(raw_args, (list, tuple)) else [raw_args]
+        want = _json(raw_want, "output") if isinstance(raw_want, str) else raw_want
+        return {"type": kind, "fn_name": name, "args": args, "want": want}
+    if kind == "assert":
+        entry = test.get("entry_point")
+        if not isinstance(entry, (str, type(None))):
+            raise MalformedTest(f"'entry_point' is {type(entry).__name__}, expected str or None")
+        return {"type": kind, "code": _compile(_field(test, "code", str), "tests.py", "exec"),
+                "entry": _compile(entry, "entry_point", "eval") if entry else None}
+    raise MalformedTest(f"unknown test type {kind!r}; expected stdin, functional or assert")
+
+
+# --- running one test in a child -----------------------------------------------------------------------
+
+
+def _harness_error(what: str, exc: BaseException) -> dict:
+    """A record for a failure of our own code (not the program's): the parent turns it into `error`."""
+    return {"ok": False, "error": True,
+            "why": f"harness failure: {what}: {type(exc).__name__}: {str(exc)[:200]}"}
+
+
+_PLAIN_TYPES = (type(None), bool, int, float, str)
+
+
+def _is_plain(value) -> bool:
+    """Made only of the builtin types JSON gives (plus tuples)? Then comparing it runs none of the program's
+    code, and a comparison failure is our bug. Iterative, with a seen-set: it may be deep or cyclic."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if type(item) in (list, tuple, dict):
+            if id(item) not in seen:
+                seen.add(id(item))
+                stack.extend([*item.keys(), *item.values()] if type(item) is dict else item)
+        elif type(item) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
+def _judge_value(got, want) -> dict:
+    """A functional test's record: the program has returned `got`; from here on it is the harness's code."""
+    try:
+        if compare_values(got, want):
+            return {"ok": True}
+        return {"ok": False, "why": f"expected {_short(want)}, got {_short(got)}"}
+    except Exception as exc:  # noqa: BLE001
+        if not _is_plain(got):  # the comparison ran the program's own __eq__/__bool__ (e.g. a numpy array)
+            return {"ok": False, "why": f"returned a {type(got).__name__} that cannot be compared with "
+                    f"{_short(want)}: {type(exc).__name__}: {str(exc)[:200]}"}
+        return _harness_error("comparing the return value failed", exc)
+
+
+def _run_program(job: dict, test: dict, namespace: dict):
+    """Everything the program under test executes, and nothing else; returns a functional call's result."""
+    exec(compile(job["code"], "solution.py", "exec"), namespace)
+    if test["type"] == "functional":
+        solution = namespace.get("Solution")
+        if isinstance(solution, type):
+            target = getattr(solution(), test["fn_name"])
+        else:
+            target = namespace[test["fn_name"]]
+        return target(*test["args"])
+    if test["type"] == "assert":
+        exec(test["code"], namespace)  # check() calls the program: what fails in it is the program's
+        if test["entry"] and callable(namespace.get("check")):
+            namespace["check"](eval(test["entry"], namespace))  # noqa: S307 - inside the sandbox
+    return None
+
+
 def _run_test_in_child(job: dict, test: dict, report_fd: int) -> None:
-    """Body of the forked child: run the program on one test, write one JSON record to `report_fd`."""
+    """Body of the forked child: run the program on one prepared test, write one JSON record to `report_fd`.
+
+    Only `_run_program` sits inside the catch-all that turns an exception into `wrong`; the harness's own
+    steps around it (the prelude, the comparison) report a failure as an `error` instead.
+    """
     def report(record: dict) -> None:
         os.write(report_fd, json.dumps(record).encode()[:3900])
 
     kind = test["type"]
     namespace = {"__name__": "__main__" if kind == "stdin" else "solution", "__builtins__": __builtins__}
-    try:
-        if kind != "stdin":
+    if kind != "stdin":
+        try:
             exec(PRELUDE, namespace)
-        exec(compile(job["code"], "solution.py", "exec"), namespace)
-        if kind == "stdin":
-            report({"ok": True})
+        except Exception as exc:  # noqa: BLE001 - our imports, before the program runs
+            report(_harness_error("the LeetCode prelude failed", exc))
             return
-        if kind == "functional":
-            raw_args = test["input"]
-            if isinstance(raw_args, str):
-                args = [json.loads(line) for line in raw_args.split("\n") if line.strip()]
-            else:
-                args = list(raw_args) if isinstance(raw_args, (list, tuple)) else [raw_args]
-            want = json.loads(test["output"]) if isinstance(test["output"], str) else test["output"]
-            name = test["fn_name"]
-            if isinstance(namespace.get("Solution"), type):
-                target = getattr(namespace["Solution"](), name)
-            else:
-                target = namespace[name]
-            got = target(*args)
-            if compare_values(got, want):
-                report({"ok": True})
-            else:
-                report({"ok": False, "why": f"expected {_short(want)}, got {_short(got)}"})
-            return
-        if kind == "assert":
-            exec(compile(test["code"], "tests.py", "exec"), namespace)
-            entry = test.get("entry_point")
-            if entry and callable(namespace.get("check")):
-                namespace["check"](eval(entry, namespace))  # noqa: S307 - inside the sandbox
-            report({"ok": True})
-            return
-        report({"ok": False, "why": f"unknown test type {kind!r}", "error": True})
+    try:
+        got = _run_program(job, test, namespace)
     except SystemExit as exc:
         if kind == "stdin" and exc.code in (None, 0):
             report({"ok": True})
@@ -324,6 +430,8 @@ def _run_test_in_child(job: dict, test: dict, report_fd: int) -> None:
         report({"ok": False, "why": f"assertion failed: {frame.line!s:.200}"})
     except BaseException as exc:  # noqa: BLE001 - the program's own failure is a test result
         report({"ok": False, "why": f"{type(exc).__name__}: {str(exc)[:200]}"})
+    else:
+        report(_judge_value(got, test["want"]) if kind == "functional" else {"ok": True})
 
 
 def _wait(pid: int, deadline: float) -> int | None:
@@ -365,13 +473,13 @@ def _read_all(fd: int) -> bytes:
 
 
 def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
-    """Fork a child for one test and turn what it did into {status, detail, ms}."""
+    """Fork a child for one prepared test (`prepare_test`); turn what it did into {status, detail, ms}."""
     workdir = job["workdir"]
     # The harness's files are opened here and unlinked at once: the program (which may `rm -rf ~`, and
     # HOME is this directory) cannot see, delete or swap them, and the parent reads through its own fds.
     stdin_path = os.path.join(workdir, f".stdin{index}")
     with open(stdin_path, "w") as f:
-        f.write(test.get("input", "") if test["type"] == "stdin" else "")
+        f.write(test["input"] if test["type"] == "stdin" else "")
     stdin_fd = os.open(stdin_path, os.O_RDONLY)
     out_fds = []
     for name in (f".stdout{index}", f".stderr{index}"):
@@ -447,7 +555,11 @@ def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int,
         os.lseek(stdout_fd, 0, os.SEEK_SET)
         with os.fdopen(os.dup(stdout_fd), errors="replace") as f:
             got = f.read(int(job["fsize_mb"]) * 1024 * 1024)
-        ok, why = compare_stdout(got, test.get("output", ""))
+        try:
+            ok, why = compare_stdout(got, test["output"])
+        except Exception as exc:  # noqa: BLE001 - both sides are plain text: a failure here is our bug
+            return {"status": "error", "detail": f"harness failure: comparing stdout failed: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}", "ms": ms}
         if not ok:
             return {"status": "wrong", "detail": f"wrong output: {why}", "ms": ms}
     return {"status": "passed", "detail": "", "ms": ms}
@@ -461,7 +573,12 @@ def run_all(job: dict, isolation: list[str], missing: list[str]) -> dict:
         if time.monotonic() >= deadline:
             results.append({"status": "timeout", "detail": "no time left for this test", "ms": 0.0})
             break
-        result = run_one(job, index, test, deadline)
+        try:
+            prepared = prepare_test(test)  # before the program runs: a broken test is an error, never wrong
+        except MalformedTest as exc:
+            result = {"status": "error", "detail": f"malformed test: {exc}", "ms": 0.0}
+        else:
+            result = run_one(job, index, prepared, deadline)
         results.append(result)
         if result["status"] != "passed":
             break  # the verdict is decided; skip the remaining tests

@@ -3,14 +3,15 @@
 Input: one table of *all* rows that entered curation (the corpus rows and every rejected row together, e.g.
 `pd.concat([kept_rows, rejected_rows])`), with `reject_reason` (null = in the corpus), optionally
 `reject_stage` (the runner's stage name), `domain` and `problem_id`. A row's stage is its `reject_stage`,
-else the stage that gives its reason (`REASON_STAGE`), else "other".
+else the plan stage that declares its reason (`plan.reason_stage`), else "other".
 
-Table 3 of the paper counts, per domain, what survives each step: all → right (length, format and
-correctness) → right-hard (pass rate) → right-hard-diverse (diversity), and we add the final corpus (after
-decontamination and mixing). A row reaches a level when it is in the corpus or was rejected by a stage
-*after* the level's last stage in `STAGE_ORDER`. Rows are trajectories; `questions` counts distinct problems
-with at least one row at that level. (The paper's "+Right"/"+Right-Hard" rows count one response per
-question; ours count every sampled trajectory, so compare `questions` there.)
+Table 3 of the paper counts, per domain, what survives each step: all → right (length, format, correctness
+and the quality filters) → right-hard (pass rate) → right-hard-diverse (diversity), and we add the final
+corpus (after decontamination and mixing). The levels and the stage that closes each come from the plan: a
+row reaches a level when it is in the corpus or was rejected by a stage *after* the level's closing stage —
+i.e. the level's rows are that stage's kept rows, the rows `ded ablate` trains on. Rows are trajectories;
+`questions` counts distinct problems with at least one row at that level. (The paper's "+Right"/"+Right-Hard"
+rows count one response per question; ours count every sampled trajectory, so compare `questions` there.)
 """
 
 from __future__ import annotations
@@ -21,30 +22,11 @@ from typing import Any
 
 import pandas as pd
 
+from ded_ray import plan
 from ded_ray import schema as S
-from ded_ray.stages import correctness
 
-# Pipeline order of the stages that can reject a row (DESIGN.md's data flow). Unknown stages sort first.
-STAGE_ORDER = (
-    "other", "problems", "rollout", "quality", "verify", "correctness", "pass_rate", "diversity",
-    "decontaminate", "mix", "train",
-)
-REASON_STAGE = {
-    **{reason: "correctness" for reason in correctness.REASONS},
-    "too_easy": "pass_rate",
-    "not_selected": "diversity",
-    "contaminated": "decontaminate",
-    "over_quota": "mix",
-}
-# Table 3 level -> the last stage a row must have passed to count at that level ("" = none: every row;
-# None = every stage: the corpus).
-LEVELS = (
-    ("all", ""),
-    ("right", "correctness"),
-    ("right-hard", "pass_rate"),
-    ("right-hard-diverse", "diversity"),
-    ("corpus", None),
-)
+# Stages in pipeline order; a stage the plan does not know ("other") sorts first.
+POSITION = {name: i for i, name in enumerate(("other",) + plan.STAGE_ORDER)}
 
 
 @dataclass
@@ -81,7 +63,7 @@ class Funnel:
 def row_stages(rows: pd.DataFrame) -> pd.Series:
     """The stage that rejected each row (None for corpus rows)."""
     reasons = rows[S.REJECT_REASON] if S.REJECT_REASON in rows else pd.Series(None, index=rows.index, dtype=object)
-    guessed = reasons.map(lambda r: None if pd.isna(r) else REASON_STAGE.get(r, "other"))
+    guessed = reasons.map(lambda r: None if pd.isna(r) else plan.reason_stage(r))
     if S.REJECT_STAGE in rows:
         given = rows[S.REJECT_STAGE].astype(object).where(rows[S.REJECT_STAGE].notna(), None)
         guessed = given.where(given.notna() & reasons.notna(), guessed)
@@ -101,20 +83,15 @@ def build_funnel(rows: pd.DataFrame) -> Funnel:
         {"stage": stage, "reason": reason, "rows": len(group), "questions": int(group["problem"].nunique())}
         for (stage, reason), group in frame.groupby(["stage", "reason"], sort=False)
     ]
-    position = {name: i for i, name in enumerate(STAGE_ORDER)}
-    by_reason.sort(key=lambda r: (position.get(r["stage"], 0), r["stage"], -r["rows"], r["reason"]))
+    by_reason.sort(key=lambda r: (POSITION.get(r["stage"], 0), r["stage"], -r["rows"], r["reason"]))
 
-    stage_pos = stages.map(lambda s: position.get(s, 0) if s is not None else None)
+    stage_pos = stages.map(lambda s: POSITION.get(s, 0) if s is not None else None)
     table3 = []
     for domain in sorted(domains.unique()):
         in_domain = domains.eq(domain)
-        for level, last_stage in LEVELS:
-            if last_stage is None:
-                reached = in_corpus
-            elif last_stage == "":
-                reached = pd.Series(True, index=rows.index)
-            else:
-                reached = in_corpus | stage_pos.map(lambda p, cut=position[last_stage]: p is not None and p > cut)
+        for level in plan.LEVELS:
+            cut = POSITION[plan.level_stage(level).name]
+            reached = in_corpus | stage_pos.map(lambda p, cut=cut: p is not None and p > cut)
             mask = in_domain & reached.astype(bool)
             table3.append(
                 {"domain": domain, "level": level, "rows": int(mask.sum()), "questions": int(problems[mask].nunique())}
@@ -127,7 +104,7 @@ def format_table3(funnel: Funnel) -> str:
     domains = sorted({r["domain"] for r in funnel.table3})
     cells = {(r["domain"], r["level"]): f'{r["rows"]} / {r["questions"]}' for r in funnel.table3}
     header = ["level"] + [f"{d} (rows / questions)" for d in domains]
-    lines = [[level] + [cells.get((d, level), "-") for d in domains] for level, _ in LEVELS]
+    lines = [[level] + [cells.get((d, level), "-") for d in domains] for level in plan.LEVELS]
     widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
     out = ["  ".join(str(v).ljust(w) for v, w in zip(header, widths))]
     out.append("  ".join("-" * w for w in widths))
@@ -153,7 +130,7 @@ def print_funnel(funnel: Funnel, console=None) -> None:
     table.add_column("level")
     for d in domains:
         table.add_column(d, justify="right")
-    for level, _ in LEVELS:
+    for level in plan.LEVELS:
         table.add_row(level, *[cells.get((d, level), "-") for d in domains])
     console.print(table)
     reasons = Table(title=f"Rejected: {funnel.rejected} of {funnel.total} rows")

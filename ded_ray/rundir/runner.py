@@ -1,0 +1,180 @@
+"""Run one plan stage into the run directory: skip it when complete, resume it when cut off, count its rows.
+
+`run_stage(run, spec, build)` is the only place a stage's output is written. `build(done_ids)` returns the
+stage's work:
+- a lazy Ray Dataset: Ray Data's workers write it part by part (`_write_parts`), and the driver receives
+  one small summary per part — the stage's rows never pass through the driver;
+- or a DataFrame / Table the driver already holds (the problems it read, a small grouped result).
+
+Each part is written atomically under a name derived from its row ids, with its rejected rows copied under
+`rejected/<stage>/<reason>/` by the same name, so a retried task rewrites its part instead of adding a
+second copy. On rerun `done_ids` holds the ids already written and `build` leaves them out (row-wise
+stages), or the stage is redone whole (grouped stages). The result is a `StageResult`: counts, and the rows
+as a Dataset read lazily from the parts, for the next stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray.data
+
+from ded_ray import schema as S
+from ded_ray.log import log
+from ded_ray.plan import StageSpec
+from ded_ray.rundir.folders import RunDir, StageDir, part_name
+
+StageOutput = ray.data.Dataset | pd.DataFrame | pa.Table
+
+
+@dataclass
+class StageResult:
+    """A finished stage: its counts, and its rows on disk (read lazily, never held by the driver)."""
+
+    run: RunDir
+    spec: StageSpec
+    rows: int
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return self.rows - sum(self.rejected.values())
+
+    @property
+    def folder(self) -> StageDir:
+        return self.run.stage(self.spec)
+
+    def dataset(self, kept_only: bool = True, rows_per_block: int | None = None) -> ray.data.Dataset:
+        """The stage's rows as a lazy Dataset (only the rows no stage rejected, unless `kept_only=False`).
+
+        `rows_per_block` re-cuts the parts into smaller blocks, so an actor pool downstream gets one block
+        per actor instead of one part (of `run.part_rows` rows) per actor.
+        """
+        parts = self.folder.parts()
+        if not parts:
+            raise ValueError(f"stage {self.spec.folder} of {self.run.uri} has no rows; check `.rows` first")
+        ds = ray.data.read_parquet(parts, filesystem=self.run.fs)
+        if kept_only and self.rejected:
+            ds = ds.filter(expr=ray.data.expressions.col(S.REJECT_REASON).is_null())
+        if rows_per_block:
+            ds = ds.repartition(target_num_rows_per_block=max(1, int(rows_per_block)))
+        return ds
+
+    def table(self, columns: list[str] | None = None, kept_only: bool = True) -> pa.Table:
+        """The stage's rows (or some `columns` of them) in the driver: for small reads only — ids, verdicts,
+        per-question counts — or small stages (a smoke test's answers, an evaluation's verdicts)."""
+        wanted = None
+        if columns is not None:
+            wanted = list(dict.fromkeys([*columns, *([S.REJECT_REASON] if kept_only and self.rejected else [])]))
+        table = self.folder.read(columns=wanted)
+        if kept_only:
+            table = kept_rows(table)
+        return table.select(columns) if columns is not None and table.num_rows else table
+
+
+def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int = 256) -> StageResult:
+    """Complete stage `spec` in `run` and return its result (counts, and its rows on disk)."""
+    stage = run.stage(spec)
+    label = f"[{spec.folder}]"
+    if stage.is_complete():
+        result = _result(run, spec)
+        log(f"{label} complete: reusing {result.rows} rows")
+        return result
+
+    done: set[str] = set()
+    if spec.resume_column is None:
+        stage.reset()
+        run.delete_rejected(spec.name)
+    else:
+        done = stage.done_ids(spec.resume_column)
+        if done:
+            log(f"{label} resuming: {len(done)} rows already written")
+
+    started = time.monotonic()
+    produced = build(done)
+    progress = _Progress(label, started)
+    if isinstance(produced, ray.data.Dataset):
+        # num_cpus=0: writing a part is I/O, and must not wait for the CPUs an engine pool upstream holds.
+        summaries = produced.map_batches(_write_parts, batch_size=part_rows, batch_format="pyarrow",
+                                         fn_kwargs={"run": run, "spec": spec}, num_cpus=0)
+        for summary in summaries.iter_rows():  # one small row per part, as parts land
+            progress(summary["rows"])
+    else:
+        table = pa.Table.from_pandas(produced, preserve_index=False) if isinstance(produced, pd.DataFrame) else produced
+        for i in range(0, table.num_rows, part_rows):
+            part = table.slice(i, part_rows)
+            _write_part(run, spec, part)
+            progress(part.num_rows)
+    seconds = time.monotonic() - started
+
+    run.prune_rejected(spec.name, stage.parts())
+    result = _result(run, spec)
+    _check_unique(stage, spec)
+    stats = {"rows": result.rows, "new_rows": progress.rows, "kept": result.kept, "rejected": result.rejected,
+             "seconds": round(seconds, 2)}
+    stage.mark_complete(stats)
+    run.update_manifest(stages={spec.name: stats})
+    log(f"{label} done: {result.kept} kept, {sum(result.rejected.values())} rejected {result.rejected or ''} "
+        f"in {seconds:.1f}s")
+    return result
+
+
+def kept_rows(table: pa.Table) -> pa.Table:
+    """The rows of a stage output that no stage rejected."""
+    if S.REJECT_REASON not in table.column_names:
+        return table
+    return table.filter(pc.is_null(table[S.REJECT_REASON]))
+
+
+# --- writing parts (on Ray Data's workers, or in the driver for tables it holds) -------------------------
+
+
+def _write_parts(batch: pa.Table, run: RunDir, spec: StageSpec) -> pa.Table:
+    """map_batches function: write one part and its rejected rows; return only its counts."""
+    rejected = _write_part(run, spec, batch)
+    return pa.table({"rows": [batch.num_rows], "rejected": [json.dumps(rejected)]})
+
+
+def _write_part(run: RunDir, spec: StageSpec, table: pa.Table) -> dict[str, int]:
+    if table.num_rows == 0:
+        return {}
+    ids = table[spec.id_column].to_pylist() if spec.id_column in table.column_names else [uuid.uuid4().hex]
+    name = part_name(ids)
+    # Rejects first: a part on disk means "these rows are done", so its rejected copies must already exist.
+    rejected = run.write_rejected(spec.name, table, part=name)
+    run.stage(spec).write_part(table, name=name)
+    return rejected
+
+
+def _result(run: RunDir, spec: StageSpec) -> StageResult:
+    rejected = {reason: rows for reason, rows in run.rejected_counts(only=spec.name).get(spec.name, {}).items()}
+    return StageResult(run, spec, rows=run.stage(spec).num_rows(), rejected=rejected)
+
+
+def _check_unique(stage: StageDir, spec: StageSpec) -> None:
+    """Every id once: a duplicate would mean a part was written twice under two names (a bookkeeping bug)."""
+    if not stage.parts():
+        return
+    ids = stage.read(columns=[spec.id_column])[spec.id_column]
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise RuntimeError(f"stage {stage.path} holds duplicated {spec.id_column}s: a part was written twice; "
+                           "delete the folder and rerun to redo the stage")
+
+
+class _Progress:
+    """Rows written and rows/s, printed as parts land."""
+
+    def __init__(self, label: str, started: float):
+        self.label, self.started, self.rows = label, started, 0
+
+    def __call__(self, rows: int) -> None:
+        self.rows += rows
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        log(f"{self.label} {self.rows} rows ({self.rows / elapsed:.1f} rows/s)")
