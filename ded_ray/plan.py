@@ -86,7 +86,6 @@ DECONTAMINATE = StageSpec(70, "decontaminate", reasons=(CONTAMINATED,))
 MIX = StageSpec(80, "mix", grouped=True, reasons=(OVER_QUOTA,), closes="corpus")
 
 
-
 def _closing(level: str, stages: tuple[StageSpec, ...]) -> tuple[StageSpec, ...]:
     """`stages` with the last one closing `level` ("right" is whatever the last quality check keeps)."""
     return (*stages[:-1], replace(stages[-1], closes=level))
@@ -121,13 +120,6 @@ def reason_stage(reason: str) -> str:
         if stage.emits(reason):
             return stage.name
     return "other"
-
-
-def stage_named(name: str) -> StageSpec:
-    for stage in PIPELINE:
-        if stage.name == name:
-            return stage
-    raise KeyError(f"no stage {name!r} in the plan; the stages are {STAGE_ORDER}")
 
 
 def _check(plan: tuple[StageSpec, ...]) -> None:

@@ -4,7 +4,7 @@
         python jobs/rollout.py --config ded_ray/configs/ded-32b.yaml run.root=s3://BUCKET/ded-runs \
         [--teacher QwQ-32B] [--problems data/my_problems.jsonl]
 
-Rows land in <run>/03_rollout/ in parts as they are generated; a resubmitted job generates only the missing
+Rows land in the run's rollout stage folder in parts as they are generated; a resubmitted job generates only the missing
 rollout_ids. Exit status 0/1.
 """
 

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.cli import main
 
@@ -56,9 +57,12 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
     out = capsys.readouterr().out
     ablation = json.loads((run / "ablation.json").read_text())
     sizes = {arm: result["rows"] for arm, result in ablation["arms"].items()}
-    assert list(sizes) == ["all", "right", "right-hard", "right-hard-diverse", "random"]
-    assert sizes["all"] == 18 >= sizes["right"] >= sizes["right-hard"] >= sizes["right-hard-diverse"]
-    assert sizes["right-hard-diverse"] == funnel["corpus"] == sizes["random"]
+    assert list(sizes) == [*plan.LEVELS, "random"]
+    levels = [sizes[level] for level in plan.LEVELS]
+    assert levels[0] == 18 and levels == sorted(levels, reverse=True)
+    assert sizes["corpus"] == funnel["corpus"] == sizes["random"]
+    # each arm trained on the rows the funnel counts at its level
+    assert levels == [row["rows"] for row in funnel["table3"]]
     for arm, result in ablation["arms"].items():
         assert result["benchmarks"]["arith-heldout"]["questions"] == 4, arm
         same = f", = {result['same_as']}" if "same_as" in result else ""  # same rows as an earlier arm: reused
@@ -66,4 +70,4 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
     assert ablation["base"] == evals["base"]["benchmarks"]  # the untrained student is not evaluated again
     assert main(["ablate", *args[1:]]) == 0  # rerun: every arm read back, the same table
     assert json.loads((run / "ablation.json").read_text()) == ablation
-    assert "training on" not in capsys.readouterr().err
+    assert "train: " not in capsys.readouterr().err  # no arm trained again

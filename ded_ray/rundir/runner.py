@@ -82,7 +82,7 @@ class StageResult:
 def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int = 256) -> StageResult:
     """Complete stage `spec` in `run` and return its result (counts, and its rows on disk)."""
     stage = run.stage(spec)
-    label = f"[{spec.folder}]"
+    label = f"[{spec.number:02d} {spec.name}]"
     if stage.is_complete():
         result = _result(run, spec)
         log(f"{label} complete: reusing {result.rows} rows")

@@ -136,9 +136,8 @@ class PromptStage(Stage):
     def render(self, chat: list[dict]) -> str:
         if self.tokenizer is None:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant: "
-        else:
-            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return text + THINK_PREFIX if self.think_prefix else text
+            return text + THINK_PREFIX if self.think_prefix else text
+        return render_chat(self.tokenizer, chat, self.think_prefix)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         self.check_columns(batch)
@@ -153,6 +152,16 @@ class PromptStage(Stage):
         batch[S.PROMPT] = prompts
         batch[PROMPT_MESSAGES] = messages
         return batch
+
+
+def render_chat(tokenizer, chat: list[dict], think_prefix: bool = False) -> str:
+    """The chat as a model gets it (rollouts, evaluation, and the prompt part of SFT: `train/tokenize.py`):
+    the template's rendering with its generation prompt, then "<think>\n" when `think_prefix` and the
+    template has not opened the think block itself (R1-Distill's and QwQ's generation prompts already do)."""
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    if think_prefix and not text.rstrip().endswith(THINK_PREFIX.strip()):
+        text += THINK_PREFIX
+    return text
 
 
 @functools.lru_cache(maxsize=8)

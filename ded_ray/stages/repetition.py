@@ -12,7 +12,7 @@ formula fragments), and 50 verbatim words in a row are never that. A loop repeat
 it has gone round once, nearly every later window is a repeat. The share grows with the loop's length, from
 0 for a trace that never repeats itself to about 1 for a trace that is only a loop.
 
-Measured on 3043 real R1-Distill traces (tests/test_repetition.py): the median share is 0. Every trace above
+Measured on 3043 real R1-Distill traces (tests/stages/test_repetition.py): the median share is 0. Every trace above
 0.19 ends in a loop it never leaves (cut off at 4096 tokens), and the highest share that does not is 0.135.
 So the default `max_share` is 0.17 (`config.RepetitionConfig`).
 

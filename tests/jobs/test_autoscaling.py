@@ -22,6 +22,8 @@ import pytest
 
 from cluster_head import MARKER, REPO, LocalHead, ray_cli, start_head
 
+from ded_ray import plan
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 WORKER_TYPE = "cpu-worker"
@@ -106,7 +108,7 @@ def worker_raylets(head: LocalHead) -> list[psutil.Process]:
 
 def rollout_ids_by_part(run: Path) -> list[list[str]]:
     return [pq.read_table(p, columns=["rollout_id"])["rollout_id"].to_pylist()
-            for p in sorted((run / "03_rollout").glob("part-*.parquet"))]
+            for p in sorted((run / plan.ROLLOUT.folder).glob("part-*.parquet"))]
 
 
 def test_rollout_job_makes_the_autoscaler_add_nodes(head, job_client, tmp_path):
@@ -120,7 +122,7 @@ def test_rollout_job_makes_the_autoscaler_add_nodes(head, job_client, tmp_path):
     assert len(added) >= 1, "no worker node was added"
     assert all(n.get("labels", {}).get("ray.io/node-group", WORKER_TYPE) == WORKER_TYPE for n in added)
     run = tmp_path / "autoscale"
-    assert (run / "03_rollout" / "_SUCCESS").exists()
+    assert (run / plan.ROLLOUT.folder / "_SUCCESS").exists()
     ids = [rid for part in rollout_ids_by_part(run) for rid in part]
     assert len(ids) == len(set(ids)) == ROWS
 
@@ -156,10 +158,11 @@ def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_
         status = wait_done(job_client, retry_id)
         logs = job_client.get_job_logs(retry_id)
         assert status == "SUCCEEDED", logs[-4000:]
-        assert f"[03 rollout] resuming: {rows_after_failure} rows already written" in logs or rows_after_failure == 0
+        assert (f"[{plan.ROLLOUT.number:02d} {plan.ROLLOUT.name}] resuming: {rows_after_failure} rows already written"
+                in logs or rows_after_failure == 0)
     assert status == "SUCCEEDED", logs[-4000:]
     ids = [rid for part in rollout_ids_by_part(run) for rid in part]
     assert len(ids) == len(set(ids)), "a rollout was written twice"
     assert len(ids) == ROWS, "a rollout was lost"
-    stats = json.loads((run / "03_rollout" / "_SUCCESS").read_text())
+    stats = json.loads((run / plan.ROLLOUT.folder / "_SUCCESS").read_text())
     assert stats["rows"] == ROWS

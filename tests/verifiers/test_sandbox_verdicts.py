@@ -9,8 +9,6 @@ with the failing test's index and the problem in the detail, never `wrong`.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -27,24 +25,12 @@ ODD_RETURN = ("class Odd:\n            def __eq__(self, other):\n               
               "        return Odd()")
 
 
-def find_shared_data() -> Path | None:
-    """`shared/data` beside the checkout: walk up from this file, wherever in `tests/` it sits."""
-    if os.environ.get("DED_SHARED_DATA"):
-        return Path(os.environ["DED_SHARED_DATA"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared" / "data"
-    return None
 
 
 @pytest.fixture(scope="module")
-def lcb():
+def lcb(shared_data):
     """question_id -> our test dicts, for the two problems used here."""
-    data = find_shared_data()
-    path = data / "livecodebench" / "lcb_v5_2408_2502_public_tests.jsonl" if data else None
-    if path is None or not path.is_file():
-        pytest.skip(f"LiveCodeBench data not found (looked for shared/data/livecodebench above "
-                    f"{Path(__file__).parent}, or DED_SHARED_DATA)")
+    path = shared_data / "livecodebench" / "lcb_v5_2408_2502_public_tests.jsonl"
     rows = {r["question_id"]: r for r in map(json.loads, path.read_text().splitlines())}
     tests = {qid: convert_tests(rows[qid]["tests"], "lcb", starter_code=rows[qid]["starter_code"])
              for qid in (STDIN_QID, FUNCTIONAL_QID)}

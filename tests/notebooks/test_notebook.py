@@ -15,6 +15,8 @@ from nbclient.exceptions import CellExecutionError
 
 from cluster_head import REPO, start_head
 
+from ded_ray import plan
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 NOTEBOOK = REPO / "notebooks" / "ded_interactive.ipynb"
@@ -67,8 +69,8 @@ def test_notebook_runs_on_the_cluster_through_ray_client(head, tmp_path):
 
     # The work happened on the cluster side: the run directory holds the stages and the corpus.
     run = tmp_path / "notebook"
-    for stage in ("01_problems", "03_rollout", "04_correctness", "08_diversity", "10_mix"):
-        assert (run / stage / "_SUCCESS").exists(), stage
+    for stage in (plan.PROBLEMS, plan.ROLLOUT, plan.CORRECTNESS, *plan.QUALITY_FILTERS, plan.DIVERSITY, plan.MIX):
+        assert (run / stage.folder / "_SUCCESS").exists(), stage.folder
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["funnel"]["total"] == 24
     assert manifest["corpus"]["rows"] > 0

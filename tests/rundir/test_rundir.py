@@ -164,3 +164,13 @@ def test_a_run_of_another_layout_is_refused_with_what_to_do(tmp_path):
     run.update_manifest(layout=1)  # as written before the plan numbered its stages
     with pytest.raises(ConfigError, match=r"old.*another stage layout.*another `run.name=...`"):
         open_run(config)
+
+
+def test_columns_some_parts_lack_read_as_nulls(tmp_path):
+    run = RunDir(str(tmp_path), "r")
+    stage = run.stage(ROW_WISE)
+    stage.write_part(_part(["a"]))  # a batch without rejects: no reject_reason column at all
+    stage.write_part(pa.Table.from_pandas(mark_rejected(_rows(["b"]), pd.Series([True]), "engine_error")))
+    table = stage.read(columns=[S.ROLLOUT_ID, S.REJECT_REASON])
+    assert table.column_names == [S.ROLLOUT_ID, S.REJECT_REASON]
+    assert sorted(kept_rows(table)[S.ROLLOUT_ID].to_pylist()) == ["a"]

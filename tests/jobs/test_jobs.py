@@ -21,13 +21,15 @@ import pytest
 
 from cluster_head import REPO, LocalHead, ray_cli, start_head
 
+from ded_ray import plan
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 CONFIG = "ded_ray/configs/cluster-test.yaml"
 JOB_TIMEOUT_S = 1800  # the whole pipeline: 7-15 min measured on this shared 2-core machine at load average 20-30
-STAGES = ["01_problems", "03_rollout", "04_correctness", "05_student_rollout", "06_student_verify",
-          "07_pass_rate", "08_diversity", "09_decontaminate", "10_mix"]
-ROW_WISE_STAGES = {"03_rollout", "04_correctness", "05_student_rollout", "06_student_verify"}  # resume by rollout_id
+STAGES = [stage.folder for stage in plan.PIPELINE]
+ROW_WISE_STAGES = {stage.folder for stage in plan.PIPELINE if not stage.grouped}  # resume by rollout_id
+ROLLOUT = plan.ROLLOUT.folder
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def assert_run_complete(run: Path) -> None:
 def rollout_parts(run: Path) -> dict[str, list[str]]:
     """{part file name: rollout_ids in it} of the rollout stage."""
     return {p.name: pq.read_table(p, columns=["rollout_id"])["rollout_id"].to_pylist()
-            for p in sorted((run / "03_rollout").glob("part-*.parquet"))}
+            for p in sorted((run / ROLLOUT).glob("part-*.parquet"))}
 
 
 def corpus_rows(run: Path) -> pd.DataFrame:
@@ -130,7 +132,7 @@ def resumed_run(head: LocalHead, job_client, tmp_path_factory) -> dict:
     assert submitted.returncode == 0, submitted.stderr
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not (run / "03_rollout" / "_SUCCESS").exists() and time.monotonic() < deadline:
+    while not (run / ROLLOUT / "_SUCCESS").exists() and time.monotonic() < deadline:
         assert str(job_client.get_job_status(first_id).value) in {"PENDING", "RUNNING"}, job_client.get_job_logs(first_id)
         time.sleep(0.2)
     stopped = ray_cli(head, "job", "stop", first_id)
@@ -168,7 +170,7 @@ def test_stopped_job_resumes_without_redoing_finished_work(resumed_run):
     assert resumed_run["status"] == "SUCCEEDED", resumed_run["logs"][-4000:]
     before, after = resumed_run["before"], stage_snapshot(resumed_run["run"])
     finished = [name for name, stage in before.items() if stage["complete"]]
-    assert "01_problems" in finished and "03_rollout" in finished
+    assert plan.PROBLEMS.folder in finished and ROLLOUT in finished
     assert not resumed_run["corpus_before"] and set(finished) != set(STAGES), "the job was not stopped midway"
     for name in finished:  # reused as they were: same _SUCCESS (not rewritten), same part files
         assert after[name] == before[name], f"finished stage {name} was redone"
@@ -180,7 +182,7 @@ def test_stopped_job_resumes_without_redoing_finished_work(resumed_run):
     # Every rollout exactly once; the resumed job generated none of them again.
     all_ids = [rid for ids in rollout_parts(resumed_run["run"]).values() for rid in ids]
     assert len(all_ids) == len(set(all_ids)) == 12  # 6 problems x 2 samples
-    assert "[03 rollout] complete: reusing 12 rows" in resumed_run["logs"]
+    assert f"[{plan.ROLLOUT.number:02d} {plan.ROLLOUT.name}] complete: reusing 12 rows" in resumed_run["logs"]
 
 
 def test_resumed_corpus_equals_an_uninterrupted_run(resumed_run, cli_run):

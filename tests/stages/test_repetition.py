@@ -7,8 +7,6 @@ seeds plus 153 MATH traces, 3043 in all, 390 of them cut off at 4096 tokens.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -50,23 +48,12 @@ GENUINE_LOOPS = {
 }
 
 
-def find_shared_data() -> Path | None:
-    """`$DED_SHARED_DATA`, else the first `shared/data` in a folder above this file (works from tests/ or deeper)."""
-    if os.environ.get("DED_SHARED_DATA"):
-        return Path(os.environ["DED_SHARED_DATA"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared" / "data"
-    return None
 
 
 @pytest.fixture(scope="module")
-def traces() -> pd.DataFrame:
+def traces(shared_data) -> pd.DataFrame:
     """Every real trace: `file`, `problem_id`, `seed`, `finished`, `response`."""
-    data = find_shared_data()
-    if data is None or not (data / TRACES).is_dir():
-        pytest.skip(f"real traces not found: no shared/data/{TRACES} above {Path(__file__).parent} "
-                    "(set DED_SHARED_DATA)")
+    data = shared_data
     rows = []
     for name in ("traces_by_problem.jsonl", "math_traces.jsonl"):
         with open(data / TRACES / name, encoding="utf-8") as f:
