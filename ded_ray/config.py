@@ -250,6 +250,17 @@ class TrainConfig(Section):
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     global_batch_size: int = Field(8, ge=1)  # samples per optimizer step, across workers and accumulation
     micro_batch_size: int = Field(4, ge=1)  # rows per forward pass: samples when padding, packed rows when packing
+    # SFT loss (train/loss.py): plain = full-vocabulary fp32 logits for every position; chunked = lm_head and
+    # cross-entropy `loss_chunk_tokens` positions at a time, recomputed in backward (exact); fused = liger-kernel
+    # (GPU, not ZeRO-3). auto = fused when usable, else chunked from 4,096 tokens per micro-batch, else plain.
+    loss: Literal["auto", "plain", "chunked", "fused"] = "auto"
+    loss_chunk_tokens: int = Field(1024, ge=1)  # ~1.7 GiB of logits per chunk at a 152k vocabulary
+    # The per-GPU memory plan (train/memory.py) is checked before any worker starts (not on CPU runs):
+    # error = stop with the numbers and the cheapest fixes; warn = log them and start anyway.
+    memory_check: Literal["warn", "error"] = "error"
+    # Usable memory per GPU: an 80 GB H100/H800 shows 81,559 MiB (79.6 GiB) in nvidia-smi; the CUDA context,
+    # cuBLAS workspaces and NCCL buffers take about 1.5 GiB outside torch's allocator.
+    gpu_memory_gib: float = Field(78.0, gt=0)
     shuffle: bool = True  # shuffle the corpus once, with `seed`
     # Tokenising the corpus (chat template + label mask) before training: rows per batch and the actor pool.
     # One tokenizer actor is enough next to training; a large corpus on a big cluster may want more.
@@ -258,7 +269,9 @@ class TrainConfig(Section):
     seed: int = 0
     max_failures: int = 1  # worker failures Ray Train recovers from (resuming at the last checkpoint)
     checkpoint_every_steps: int | None = None  # None = at each epoch end
-    keep_checkpoints: int | None = 2  # newest checkpoints kept on storage; None = all
+    # Newest checkpoints kept on storage (Ray Train deletes older ones); None = all. The final checkpoint holds
+    # only the training state (the student is in student/), so a finished run keeps keep_checkpoints - 1 full ones.
+    keep_checkpoints: int | None = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -297,6 +310,7 @@ class SmokeConfig(Section):
     # The paper trains each smoke student on every response, unfiltered; True keeps only verified-correct ones.
     correct_only: bool = False
     train: TrainConfig | None = None  # smoke training budget; None = `train` with 1 epoch
+    keep_students: bool = False  # keep each arm's student/ and checkpoints (else deleted once it is scored)
     serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher model (autoscaling)
     host: str = "127.0.0.1"  # Serve's HTTP bind address: loopback unless you mean to expose the teachers
     port: int = 8000

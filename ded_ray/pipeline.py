@@ -31,6 +31,7 @@ def run_pipeline(config: DEDConfig) -> RunDir:
     verified = generate.verify(run, config, rollouts)
     corpus = curate_corpus(run, config, verified, problems)
     train_student(run, config, corpus)
+    run.update_manifest(run_dir_bytes=run.size_bytes())  # what the run costs on storage, shown in the report
     steps.write_report(run)
     log(f"run complete: {run.uri}")
     return run

@@ -82,6 +82,8 @@ def _summary(manifest: dict, evals: dict) -> str:
         for bench, result in evals.get(label, {}).get("benchmarks", {}).items():
             items.append(f"{label} on {html.escape(bench)}: <b>{_pct(result.get('avg_at_k'))}</b> ± "
                          f"{_pct(result.get('stderr'))} (avg@{result.get('k')})")
+    if manifest.get("run_dir_bytes") is not None:
+        items.append(f"Run directory: <b>{manifest['run_dir_bytes'] / 1e9:.2f} GB</b>")
     if not items:
         return ""
     return "<h2>Summary</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"

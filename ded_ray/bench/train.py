@@ -9,12 +9,19 @@ Cases (each a real Ray Train run on a local 2-CPU Ray, side by side in one proce
 - training tokens/s (real tokens, padding excluded) of a small random-init Llama with the SmolLM2 tokenizer:
   1 worker DDP packed vs padded; 2 workers DDP vs DeepSpeed ZeRO-2 vs ZeRO-3 (packed).
 Steady-state figures skip each run's first step (warm-up: allocations, first collectives).
+- the SFT loss alone: plain vs chunked cross-entropy (train.loss) at 4k and 16k tokens on a 1-layer random
+  Llama with SmolLM2's 49k vocabulary and width 576, every position a target (a long chain of thought): tokens/s
+  of forward + backward, and peak memory as the growth of the process's max RSS over one step, each case in a
+  fresh subprocess (torch's CPU allocator returns large blocks to the OS, so RSS follows live tensors; the
+  high-water mark is what an OOM sees). Next to it, what train/memory.py plans for the same shape (fp32).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -91,6 +98,87 @@ def _train_case(corpus, model_path: str, steps: int, **overrides) -> dict:
     return _steady(result.history)
 
 
+LOSS_VOCAB, LOSS_HIDDEN, LOSS_INTER, LOSS_CHUNK = 49152, 576, 1536, 1024  # SmolLM2-135M's shape, one layer
+
+
+def _loss_case(kind: str, tokens: int, steps: int) -> dict:
+    """Runs in its own process (see `loss_case_rows`): tokens/s and max-RSS growth of `steps` loss steps."""
+    import resource
+    import time
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ded_ray.train.loss import summed_token_loss
+    from ded_ray.train.packing import MicroBatch
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=LOSS_VOCAB, hidden_size=LOSS_HIDDEN, intermediate_size=LOSS_INTER, num_hidden_layers=1,
+        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=tokens, tie_word_embeddings=True,
+    ))
+    model.config._attn_implementation = "sdpa"
+
+    def micro(n: int) -> MicroBatch:
+        ids = torch.randint(0, LOSS_VOCAB, (1, n))
+        return MicroBatch(ids, torch.randint(0, LOSS_VOCAB, (1, n)), None, None, 1, n)
+
+    def step(mb: MicroBatch) -> None:
+        model.zero_grad(set_to_none=True)
+        summed_token_loss(model, mb, "cpu", kind, LOSS_CHUNK).backward()
+
+    step(micro(16))  # thread pools, allocator, lazy imports: not part of the measured peak
+    big = micro(tokens)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(big)
+    seconds = time.perf_counter() - started
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    return {"tokens_per_s": steps * tokens / seconds, "peak_bytes": peak}
+
+
+def _available_bytes() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return float(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return float("inf")
+
+
+def loss_case_rows(quick: bool = False) -> list[dict]:
+    """Plain vs chunked loss at 4k and 16k tokens, side by side (each case in a fresh process)."""
+    from ded_ray.train.memory import GiB, estimate_activations, estimate_loss
+
+    steps = 1 if quick else 2
+    rows = []
+    for tokens in (4096, 16384):
+        measured = {}
+        for kind in ("plain", "chunked"):
+            case = f"loss {kind}, {tokens} tokens, vocab {LOSS_VOCAB}"
+            planned = (estimate_loss(kind, tokens, LOSS_HIDDEN, LOSS_VOCAB, bf16=False, chunk_tokens=LOSS_CHUNK)
+                       + estimate_activations(tokens, LOSS_HIDDEN, 1, LOSS_INTER, bf16=False))
+            if planned * 1.3 > _available_bytes():  # a shared machine: do not OOM the neighbours
+                note = f"skipped: plans {planned / GiB:.1f} GiB, {_available_bytes() / GiB:.1f} GiB available"
+                rows.append(_row(case, "peak_memory_gib", None, "GiB", note=note))
+                continue
+            log(f"[bench train] {case}")
+            out = subprocess.run([sys.executable, "-m", "ded_ray.bench.train", "--loss-case", kind, str(tokens),
+                                  str(steps)], capture_output=True, text=True, check=True)
+            measured[kind] = m = json.loads(out.stdout.strip().splitlines()[-1])
+            base = measured.get("plain") if kind == "chunked" else None
+            base_case = case.replace(kind, "plain", 1) if base else None
+            note = f"forward + backward, {steps} step(s), every position a target, chunk {LOSS_CHUNK}, fp32 CPU"
+            rows.append(_row(case, "tokens_per_s", m["tokens_per_s"], "tokens/s", base_case,
+                             base and base["tokens_per_s"], note=note))
+            rows.append(_row(case, "peak_memory_gib", m["peak_bytes"] / GiB, "GiB", base_case,
+                             base and base["peak_bytes"] / GiB, note="max RSS growth over the step(s)"))
+            rows.append(_row(case, "planned_memory_gib", planned / GiB, "GiB",
+                             note="train/memory.py: loss + 1 layer of activations"))
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     """All cases. `quick`: 3 steps per run and 4 runs (about 5-10 minutes on 2 busy cores); full: 6 steps, 5 runs."""
     import ray
@@ -112,6 +200,7 @@ def run(quick: bool = False) -> list[dict]:
     note = f"{n_samples} samples, lengths scaled to max {max_len} (median {int(np.median(mix))})"
     rows.append(_row("scaled mix, micro-batch 4, padded", "padding_fraction", padding_fraction(mix, False, 4, max_len),
                      "fraction", note=note))
+    rows += loss_case_rows(quick)
     corpus = length_mix_corpus(mix, seed=0)
 
     # Small but not trivial: 4 layers, hidden 256 (~14M parameters, most of them the 49k-token embedding).
@@ -150,8 +239,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # python -m ded_ray.bench.train [--quick]
-    import sys
-
-    for r in run(quick="--quick" in sys.argv):
-        print(json.dumps(r))
+if __name__ == "__main__":  # python -m ded_ray.bench.train [--quick] | --loss-case KIND TOKENS STEPS
+    if sys.argv[1:2] == ["--loss-case"]:
+        print(json.dumps(_loss_case(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        for r in run(quick="--quick" in sys.argv):
+            print(json.dumps(r))

@@ -2,7 +2,7 @@
 
 ```
 runs/<name>/
-  10_problems/part-<ids hash>.parquet …  _SUCCESS   one folder per stage of the plan, written in parts
+  <number>_<stage>/part-<ids hash>.parquet, _SUCCESS   one folder per stage of the plan, written in parts
   rejected/<stage>/<reason>/part-*.parquet          every row a stage rejected, with its reason
   manifest.json, eval.json, smoke.json, …           written through `read_json` / `write_json`
 ```
@@ -77,8 +77,15 @@ class StageDir:
         parts = self.parts()
         if not parts:
             return pa.table({})
-        tables = [pq.read_table(p, filesystem=self.fs, columns=columns) for p in parts]
-        return pa.concat_tables(tables, promote_options="permissive")
+        tables = [pq.read_table(p, filesystem=self.fs, columns=self._present(p, columns)) for p in parts]
+        return pa.concat_tables(tables, promote_options="permissive")  # a column a part lacks reads as nulls
+
+    def _present(self, part: str, columns: list[str] | None) -> list[str] | None:
+        """The `columns` that `part` has (a batch without rejects has no reject_reason column, for one)."""
+        if columns is None:
+            return None
+        names = set(pq.read_schema(part, filesystem=self.fs).names)
+        return [c for c in columns if c in names]
 
     def num_rows(self) -> int:
         """Rows written so far (from the parts' metadata: no row is read)."""
@@ -138,6 +145,11 @@ class RunDir:
 
     def exists(self, *parts: str) -> bool:
         return _exists(self.fs, self.file(*parts))
+
+    def size_bytes(self) -> int:
+        """Bytes of all files under the run directory (what the run costs on storage)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True))
+        return sum(i.size for i in infos if i.type == pafs.FileType.File)
 
     # --- JSON artefacts (eval.json, smoke.json, ablation.json, arm.json …) ----------------------------
 

@@ -8,7 +8,9 @@ the paper's point is that the two can disagree. A failing arm (endpoint down, tr
 with its reason while the others finish. Finished arms are read back on rerun, not recomputed.
 
 Everything of an arm lives under `smoke/<teacher>/` (a run directory of its own); the summary is
-`smoke.json` at the top of the run and the `smoke` section of the manifest.
+`smoke.json` at the top of the run and the `smoke` section of the manifest. Once an arm is scored and its
+diagnostics computed, its student and checkpoints are deleted (`smoke.keep_students` keeps them): a 32B
+student per teacher would otherwise stay on storage for nothing.
 """
 
 from __future__ import annotations
@@ -112,13 +114,28 @@ def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
             "corpus_rows": int(len(corpus)), "student_dir": trained["student_dir"],
             "student": {bench: _student_score(r) for bench, r in trained["benchmarks"].items()},
             "diagnostics": _diagnostics(config, teacher, verified, trained["student_dir"]),
+            "student_removed": not config.smoke.keep_students,
         }
     except Exception as exc:
         log(f"[smoke {teacher.name}] failed: {exc}")
         result = {"name": teacher.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                   "traceback": "".join(traceback.format_exception(exc, limit=5))}
+    # arm.json first: a crash in between only leaves the student on disk (the other order could leave an arm
+    # to redo whose student is gone).
     arm_run.write_json(ARM_FILE, result)
+    if result.get("student_removed"):
+        _remove_student(arm_run)
     return result
+
+
+def _remove_student(arm_run: RunDir) -> None:
+    """Delete the arm's student folder and Ray Train checkpoints; arm.json, eval.json and the rest stay."""
+    from ded_ray.train.loop import STUDENT_DIR
+    from ded_ray.train.trainer import RUN_NAME
+
+    for folder in (STUDENT_DIR, RUN_NAME):
+        if arm_run.exists(folder):
+            arm_run.fs.delete_dir(arm_run.file(folder))
 
 
 def _diagnostics(config: DEDConfig, teacher: TeacherConfig, verified: pd.DataFrame, student_dir: str) -> dict:

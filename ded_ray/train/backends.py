@@ -9,7 +9,10 @@ that, and the export of the final weights as a Hugging Face folder (gathering Ze
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -129,7 +132,7 @@ class DDPBackend(Backend):
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_initialized() else 0
-        return {k: v.detach().cpu() for k, v in self._base.state_dict().items()} if rank == 0 else None
+        return _converted(self._base.state_dict(), device="cpu") if rank == 0 else None
 
     def unwrapped(self) -> torch.nn.Module:
         return self._base
@@ -201,7 +204,7 @@ class DeepSpeedBackend(Backend):
         if self.config.zero_stage == 3:
             return self.engine._zero3_consolidated_16bit_state_dict()  # gathers one layer at a time to rank 0
         rank = self.engine.global_rank
-        return {k: v.detach().cpu() for k, v in self.engine.module.state_dict().items()} if rank == 0 else None
+        return _converted(self.engine.module.state_dict(), device="cpu") if rank == 0 else None
 
     def unwrapped(self) -> torch.nn.Module:
         return self.engine.module
@@ -213,21 +216,78 @@ def make_backend(model_path: str, config: TrainConfig, total_steps: int, device:
     return DDPBackend(model_path, config, total_steps, device, world_size)
 
 
-def export_hf_folder(backend: Backend, model_path: str, out_dir: Path, rank: int) -> None:
-    """Write the trained model as a Hugging Face folder (safetensors + tokenizer + chat template + generation
-    config) that transformers and vLLM load directly. Collective (ZeRO-3 gathers); rank 0 writes."""
+def saved_dtype(model_path: str) -> torch.dtype | None:
+    """The dtype the base model declares (config.json `dtype`, formerly `torch_dtype`); None if none."""
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
+
+def export_hf_folder(backend: Backend, model_path: str, target: str, rank: int) -> None:
+    """Write the trained model to `target` (a local folder or a storage URI, replaced whole) as a Hugging Face
+    folder (safetensors + tokenizer + chat template + generation config) that transformers and vLLM load
+    directly. Collective (ZeRO-3 gathers); rank 0 writes.
+
+    The weights are saved in the base model's declared dtype when it is narrower than what they trained in:
+    a bf16 model trained over fp32 master weights (DDP) comes out bf16, at half the bytes; nothing is widened.
+    """
     state = backend.full_state_dict()
     if rank != 0:
         return
+    dtype = saved_dtype(model_path)
+    trained = next(t.dtype for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
+    if dtype is None or dtype.itemsize >= trained.itemsize:
+        dtype = trained
+    else:
+        state = _converted(state, dtype=dtype)
+    if "://" in target:  # storage: write a local folder, then upload it
+        import pyarrow.fs as pafs
+
+        with tempfile.TemporaryDirectory(prefix="ded-student-") as tmp:
+            _write_hf_folder(backend.unwrapped(), state, dtype, model_path, Path(tmp))
+            fs, path = pafs.FileSystem.from_uri(target)
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+            pafs.copy_files(tmp, target)
+        return
+    # Beside the target, then renamed: a half-written folder is never taken for the student.
+    final = Path(target)
+    staging = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    _write_hf_folder(backend.unwrapped(), state, dtype, model_path, staging)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    os.sync()
+
+
+def _write_hf_folder(model: torch.nn.Module, state: dict, dtype: torch.dtype, model_path: str, out_dir: Path) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
-    model = backend.unwrapped()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.config.use_cache = True  # training turned the KV cache off; generation wants it
     model.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+    # save_pretrained records the module's dtype (fp32 master weights under DDP); record the saved one, which
+    # `dtype="auto"` (transformers, vLLM) then loads.
+    model.config.dtype = str(dtype).removeprefix("torch.")
+    model.config.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(model_path).save_pretrained(out_dir)
     try:
         GenerationConfig.from_pretrained(model_path).save_pretrained(out_dir)
     except OSError:
         pass  # the base model had no generation_config.json; transformers derives one from config.json
-    os.sync()
+
+
+def _converted(state: dict, device: str | None = None, dtype: torch.dtype | None = None) -> dict:
+    """`state`'s tensors moved/cast (floating ones only for `dtype`), detached. Tensors that shared storage
+    (tied embeddings) still do, so save_pretrained sees the tie and stores the weight once."""
+    done: dict = {}
+    out = {}
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            out[name] = t
+            continue
+        key = (t.data_ptr(), t.dtype, tuple(t.shape))
+        if key not in done:
+            done[key] = t.detach().to(device=device, dtype=dtype if dtype and t.is_floating_point() else None)
+        out[name] = done[key]
+    return out

@@ -9,7 +9,9 @@ scaled by the step's target tokens summed over all ranks, so every target token 
 
 Checkpoints hold the backend state (DDP: rank 0's state dicts; DeepSpeed: every rank's shards) plus
 `train_state.json` (epoch, step, metric history). A restarted worker group resumes from the latest checkpoint:
-it skips the steps of the current epoch already done and continues.
+it skips the steps of the current epoch already done and continues. At the end rank 0 writes the student
+straight to `<output_dir>/student/`, then reports a final checkpoint holding only `train_state.json`
+(finished): the weights exist once, and a rerun on the same run sees a finished run.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ded_ray.train.packing import MicroBatch, Sample, build_micro_batches, fille
 from ded_ray.train.tokenize import INPUT_IDS, LABELS
 
 TRAIN_STATE = "train_state.json"
-STUDENT_DIR = "student"  # inside the final checkpoint: the Hugging Face folder
+STUDENT_DIR = "student"  # inside output_dir: the Hugging Face folder of the trained student
 
 
 @dataclass
@@ -54,6 +56,7 @@ class LoopSpec:
     """Everything a worker needs; travels as the TorchTrainer's `train_loop_config` (must pickle)."""
 
     model_path: str
+    student_dir: str  # where rank 0 exports the student (local folder or storage URI), replaced whole
     train: dict[str, Any]  # TrainConfig.model_dump()
     total_steps: int  # optimizer steps of the whole run (lr schedule length)
     on_step: Callable[[int, int], None] | None = None  # (rank, global_step) after each step: fault drills
@@ -67,6 +70,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     from transformers import AutoTokenizer
 
     from ded_ray.train.backends import export_hf_folder, make_backend, resolve_attn_implementation
+    from ded_ray.train.loss import resolve_loss
 
     spec = LoopSpec(**loop_config)
     config = TrainConfig(**spec.train)
@@ -82,6 +86,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     attn_implementation = resolve_attn_implementation(config)
     attention = "varlen" if "flash" in attn_implementation else "block_mask"
     backend = make_backend(spec.model_path, config, spec.total_steps, device, world)
+    loss_kind = resolve_loss(config)  # the driver already resolved `auto` (and planned memory for it)
     # sdpa takes a boolean block mask; eager adds the mask to its scores, so it needs the additive form.
     mask_dtype = torch.bool if attn_implementation == "sdpa" else backend.compute_dtype
 
@@ -116,7 +121,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             n_micro = sync.max(len(micro))
             if n_micro == 0:
                 break  # every rank's shard is exhausted
-            metrics = _train_step(backend, micro, n_micro, pad_id, device, sync)
+            metrics = _train_step(backend, micro, n_micro, pad_id, device, sync, loss_kind, config.loss_chunk_tokens)
             state.global_step += 1
             state.step_in_epoch += 1
             elapsed = sync.max_float(time.perf_counter() - started)
@@ -130,7 +135,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 if spec.progress is not None:
                     spec.progress.post.remote(metrics)
             every = config.checkpoint_every_steps
-            if every and state.global_step % every == 0 and not stop:
+            # none on the run's last step: the final checkpoint follows at once
+            last = stop or state.global_step >= spec.total_steps
+            if every and state.global_step % every == 0 and not last:
                 _report_checkpoint(backend, state, metrics, rank)
             else:
                 ray.train.report(metrics)
@@ -145,11 +152,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             _report_checkpoint(backend, state, {"epoch_end": epoch}, rank)
 
     state.finished = True
+    # Export before the final report: once a checkpoint says "finished", the student must already be there.
+    export_hf_folder(backend, spec.model_path, spec.student_dir, rank)
     with tempfile.TemporaryDirectory(prefix="ded-final-") as tmp:
-        folder = Path(tmp)
-        export_hf_folder(backend, spec.model_path, folder / STUDENT_DIR, rank)
         if rank == 0:
-            state.write(folder)
+            state.write(Path(tmp))
         final = dict(state.history[-1]) if state.history else {}
         final["final"] = True
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None,
@@ -157,8 +164,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     return {"history": state.history, "resumed_at": state.resumed_at} if rank == 0 else None
 
 
-def _train_step(backend, micro: list[MicroBatch], n_micro: int, pad_id: int, device, sync) -> dict[str, Any]:
-    """Forward/backward over this rank's micro-batches (+ fillers up to `n_micro`) and one optimizer step."""
+def _train_step(backend, micro: list[MicroBatch], n_micro: int, pad_id: int, device, sync, loss_kind: str = "plain",
+                chunk_tokens: int = 1024) -> dict[str, Any]:
+    """Forward/backward over this rank's micro-batches (+ fillers up to `n_micro`) and one optimizer step.
+    `loss_kind`: plain | chunked | fused (see loss.py)."""
     from ded_ray.train.loss import summed_token_loss
 
     local = torch.tensor(
@@ -175,7 +184,7 @@ def _train_step(backend, micro: list[MicroBatch], n_micro: int, pad_id: int, dev
     passes = micro + [filler_micro_batch(pad_id)] * (n_micro - len(micro))
     for i, mb in enumerate(passes):
         with backend.accumulate(is_last=i == len(passes) - 1):
-            loss = summed_token_loss(backend.model, mb, device)
+            loss = summed_token_loss(backend.model, mb, device, loss_kind, chunk_tokens, backend.unwrapped())
             backend.backward(loss * scale)
         loss_sum += float(loss.detach())
     grad_norm = backend.optimizer_step()

@@ -4,13 +4,14 @@
 corpus (parquet / DataFrame / Dataset) ─ Ray Data: tokenize (chat template, assistant-only labels)
    ├─ rejected rows (too_long, no_assistant_turn, ...) → <output_dir>/rejected/train_tokenize/<reason>/
    └─ kept rows → TorchTrainer(datasets={"train": ...}) → each worker reads its own shard
-                     → checkpoints under <output_dir>/train/ (resume after a worker failure)
-                     → final weights → <output_dir>/student/ (Hugging Face folder)
+                     → checkpoints under <output_dir>/train/ (resume after a worker failure; the newest
+                       `keep_checkpoints` kept, the final one only the training state)
+                     → final weights → <output_dir>/student/ (Hugging Face folder, written once by rank 0)
 ```
 
 The corpus is never copied to every worker: Ray Train splits the tokenised dataset into one streaming shard
-per worker. A memory estimate (params / grads / optimizer per GPU under the chosen ZeRO stage) is printed
-before anything is launched.
+per worker. A per-GPU memory plan (states under the chosen ZeRO stage, activations, the loss's logits; see
+memory.py) is printed and, on GPU runs, enforced before anything is launched.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,8 @@ from ded_ray.config import TrainConfig
 from ded_ray.log import log
 from ded_ray.ray_helpers import actor_pool
 from ded_ray.train.loop import STUDENT_DIR, LoopSpec, train_loop_per_worker
-from ded_ray.train.memory import MemoryEstimate, estimate_for_model
+from ded_ray.train.loss import resolve_loss
+from ded_ray.train.memory import MemoryEstimate, check_memory, estimate_for_model
 from ded_ray.train.tokenize import INPUT_IDS, LABELS, TokenizeStage
 
 RUN_NAME = "train"  # Ray Train's run folder (checkpoints) inside output_dir
@@ -92,10 +93,13 @@ def train_student(
     root, name = out.rstrip("/").rsplit("/", 1) if "/" in out.rstrip("/") else (".", out)
     run = RunDir(root, name)
 
+    # The loss is decided once, here, so the memory plan counts the loss the workers run.
+    config = config.model_copy(update={"loss": resolve_loss(config)})
     memory = estimate_for_model(model_path, config)
     log(f"train: {config.strategy}"
         + (f" ZeRO-{config.zero_stage}" if config.strategy == "deepspeed" else "")
-        + f" on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s)\n{memory.table()}")
+        + f" on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s), {config.loss} loss\n{memory.table()}")
+    log(check_memory(memory, config))  # a plan that does not fit stops here, before any actor or worker starts
 
     tokenized = _as_dataset(corpus).map_batches(
         TokenizeStage,
@@ -132,8 +136,10 @@ def train_student(
     log(f"train: {num_samples} samples, {steps_per_epoch} steps/epoch x {config.epochs} epochs -> {total_steps} steps")
 
     board = ProgressBoard.remote()
-    spec = LoopSpec(model_path=model_path, train=config.model_dump(), total_steps=total_steps, on_step=on_step,
-                    progress=board)
+    student_dir = run.file(STUDENT_DIR)
+    # rank 0 exports there itself (a URI on storage): the student is written once, not copied out of a checkpoint
+    spec = LoopSpec(model_path=model_path, student_dir=f"{run.uri}/{STUDENT_DIR}" if "://" in out else student_dir,
+                    train=config.model_dump(), total_steps=total_steps, on_step=on_step, progress=board)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=dict(vars(spec)),  # shallow: asdict would turn an on_step dataclass into a dict
@@ -144,6 +150,7 @@ def train_student(
             name=run_name,
             storage_path=_storage_path(out),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            # Ray Train deletes the older checkpoints once a newer one is registered.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
             worker_runtime_env={"env_vars": worker_env(config)},
         ),
@@ -158,7 +165,7 @@ def train_student(
         raise RuntimeError(f"training failed: {result.error}") from result.error
     returned = result.return_value or {}
     history = returned.get("history", [])
-    student_dir = _publish_student(result.checkpoint, run)
+    _check_student(result.checkpoint, run, run_name)
     run_metrics = "\n".join(json.dumps(h) for h in history)
     with run.fs.open_output_stream(run.file(METRICS_FILE)) as f:
         f.write(run_metrics.encode())
@@ -213,23 +220,11 @@ def _as_dataset(corpus: Any):
     raise TypeError(f"corpus must be a parquet path, a pandas DataFrame or a ray.data.Dataset, got {type(corpus).__name__}")
 
 
-def _publish_student(checkpoint, run) -> str:
-    """Copy the Hugging Face folder out of the final checkpoint to <output_dir>/student (replacing it whole)."""
-    import pyarrow.fs as pafs
-
+def _check_student(checkpoint, run, run_name: str) -> None:
+    """The workers wrote <output_dir>/student before reporting the final checkpoint: make sure it is there."""
     if checkpoint is None:
-        raise RuntimeError("training finished without a final checkpoint: nothing to publish as student/")
-    target = run.file(STUDENT_DIR)
-    staging = run.file(f".{STUDENT_DIR}.tmp")
-    with checkpoint.as_directory() as folder:
-        source = Path(folder) / STUDENT_DIR
-        if not (source / "config.json").exists():
-            raise RuntimeError(f"the final checkpoint {checkpoint.path} has no {STUDENT_DIR}/config.json")
-        if isinstance(run.fs, pafs.LocalFileSystem):
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging, target)
-        else:
-            pafs.copy_files(str(source), target, destination_filesystem=run.fs)
-    return target
+        raise RuntimeError("training finished without a final checkpoint: the student may be incomplete")
+    if not run.exists(STUDENT_DIR, "config.json"):
+        # e.g. a rerun of a finished run whose student/ was deleted: Ray Train resumes as finished.
+        raise RuntimeError(f"training is finished ({checkpoint.path}) but {run.file(STUDENT_DIR)} has no "
+                           f"config.json: delete {run.file(run_name)} to train again")
