@@ -267,8 +267,13 @@ class DiversityStage(Stage):
         candidate = batch[S.VERDICT].eq("correct").fillna(False).to_numpy(dtype=bool) & not_rejected
         responses = batch[S.RESPONSE].fillna("").astype(str).to_numpy()
         groups = pd.Series(np.flatnonzero(candidate)).groupby(batch[S.PROBLEM_ID].to_numpy()[candidate], sort=False)
+        # Selection breaks ties by position: order each question's rows by id, so the choice does not depend on
+        # how Ray split and ordered the rows (a resumed stage reads its input in another part order).
+        ids = batch[S.ROLLOUT_ID].astype(str).to_numpy() if S.ROLLOUT_ID in batch else None
         for _, positions in groups:
             positions = positions.to_numpy()
+            if ids is not None:
+                positions = positions[np.argsort(ids[positions], kind="stable")]
             selection = self.select(responses[positions].tolist())
             for r, (local, dmin) in enumerate(zip(selection.chosen, selection.min_distance)):
                 rank[positions[local]] = r

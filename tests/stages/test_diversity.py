@@ -282,3 +282,15 @@ def test_bench_reference_dp_agrees_with_rapidfuzz():
     assert np.allclose(fast, slow)
     assert 0.1 < fast[np.triu_indices(5, 1)].mean() < 0.9  # mutations of one base: related, not identical
     assert python_dp_distance("kitten", "sitting") == pytest.approx(3 / 7)
+
+
+def test_selection_does_not_depend_on_row_order():
+    """A resumed run reads a question's rows in another order: it must keep the same trajectories."""
+    rows = pd.DataFrame({S.PROBLEM_ID: ["q"] * 4, S.ROLLOUT_ID: [f"q#t#{k}" for k in range(4)],
+                         S.VERDICT: ["correct"] * 4,
+                         S.RESPONSE: ["same answer", "same answer", "same answer", "same answer"]})
+    kept = []
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        out = DiversityStage(per_question=2, unit="char")(rows.iloc[order].reset_index(drop=True))
+        kept.append(sorted(out[out[S.REJECT_REASON].isna()][S.ROLLOUT_ID]))
+    assert kept[0] == kept[1] == kept[2]
