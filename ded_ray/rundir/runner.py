@@ -60,11 +60,13 @@ class StageResult:
         parts = self.folder.parts()
         if not parts:
             raise ValueError(f"stage {self.spec.folder} of {self.run.uri} has no rows; check `.rows` first")
-        ds = ray.data.read_parquet(parts, filesystem=self.run.fs)
+        # num_cpus=0 throughout: reading and re-cutting parts is I/O, and must never wait for CPUs that actor
+        # pools downstream (or Serve replicas beside them) already hold — on a small machine it would hang.
+        ds = ray.data.read_parquet(parts, filesystem=self.run.fs, num_cpus=0)
         if kept_only and self.rejected:
-            ds = ds.filter(expr=ray.data.expressions.col(S.REJECT_REASON).is_null())
+            ds = ds.filter(expr=ray.data.expressions.col(S.REJECT_REASON).is_null(), num_cpus=0)
         if rows_per_block:
-            ds = ds.repartition(target_num_rows_per_block=max(1, int(rows_per_block)))
+            ds = ds.map_batches(_as_is, batch_size=max(1, int(rows_per_block)), batch_format="pyarrow", num_cpus=0)
         return ds
 
     def table(self, columns: list[str] | None = None, kept_only: bool = True) -> pa.Table:
@@ -124,6 +126,11 @@ def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOut
     log(f"{label} done: {result.kept} kept, {sum(result.rejected.values())} rejected {result.rejected or ''} "
         f"in {seconds:.1f}s")
     return result
+
+
+def _as_is(batch: pa.Table) -> pa.Table:
+    """Identity: with map_batches' batch_size it re-cuts blocks to that many rows."""
+    return batch
 
 
 def kept_rows(table: pa.Table) -> pa.Table:
