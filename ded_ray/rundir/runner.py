@@ -29,9 +29,11 @@ import ray.data
 from ded_ray import schema as S
 from ded_ray.log import log
 from ded_ray.plan import StageSpec
+from ded_ray.ray_helpers import in_blocks
 from ded_ray.rundir.folders import RunDir, StageDir, part_name
 
 StageOutput = ray.data.Dataset | pd.DataFrame | pa.Table
+SMALL_STAGE_ROWS = 4096  # up to this many rows a stage's next step gets it from the driver (see `dataset`)
 
 
 @dataclass
@@ -60,6 +62,11 @@ class StageResult:
         parts = self.folder.parts()
         if not parts:
             raise ValueError(f"stage {self.spec.folder} of {self.run.uri} has no rows; check `.rows` first")
+        if self.rows <= SMALL_STAGE_ROWS:
+            # Ray Data's file listing asks for a whole CPU, which a 2-CPU laptop Ray whose CPUs the actor pools
+            # and Serve replicas hold never has free (the smoke test's verify hung there). A small stage is
+            # handed on from the driver instead; a large one always streams from its parts.
+            return in_blocks(self.table(kept_only=kept_only), rows_per_block or 256)
         # num_cpus=0 throughout: reading and re-cutting parts is I/O, and must never wait for CPUs that actor
         # pools downstream (or Serve replicas beside them) already hold — on a small machine it would hang.
         ds = ray.data.read_parquet(parts, filesystem=self.run.fs, num_cpus=0)

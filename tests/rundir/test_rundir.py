@@ -107,8 +107,12 @@ def test_run_stage_counts_rejections_and_redoes_a_grouped_stage_whole(tmp_path):
     assert run.read_manifest()["stages"][GROUPED.name]["rejected"] == {"not_selected": 2}
 
 
-def test_a_ray_dataset_is_written_by_the_workers_and_read_back_lazily(tmp_path, ray_local):
+@pytest.mark.parametrize("small_stage_rows", [0, 4096])  # streamed from the parts / handed on from the driver
+def test_a_ray_dataset_is_written_by_the_workers_and_read_back_lazily(tmp_path, ray_local, monkeypatch,
+                                                                      small_stage_rows):
     import ray.data
+
+    monkeypatch.setattr("ded_ray.rundir.runner.SMALL_STAGE_ROWS", small_stage_rows)
 
     run = RunDir(str(tmp_path), "r")
     frame = mark_rejected(_rows([f"q{i:02d}" for i in range(50)]), pd.Series([i % 5 == 0 for i in range(50)]), "wrong")
