@@ -44,7 +44,8 @@ BUILTINS: dict[str, BuiltinModel] = {
 }
 
 # Format marker: bump when the conversion changes so stale cached folders are rebuilt.
-_CONVERSION_VERSION = 1
+# 2: stored in bf16, SmolLM2's own dtype (1 was fp32, twice the bytes for every student trained from it).
+_CONVERSION_VERSION = 2
 
 
 def resolve_model(name: str | os.PathLike) -> Path:
@@ -103,12 +104,15 @@ def _packaged_gguf(spec: BuiltinModel) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantise the GGUF into a plain safetensors folder (bf16-free float32) plus tokenizer.
+    """Dequantise the GGUF into a plain bf16 safetensors folder plus tokenizer.
 
     transformers can read GGUF directly but slowly (~20 s) and marks the model as quantised; building
     the model from its config and loading the dequantised weights gives a normal folder that loads in
-    a fraction of a second, in vLLM too.
+    a fraction of a second, in vLLM too. bf16 is the dtype SmolLM2 was trained and published in, so a student
+    trained from it is exported in bf16 too (train/backends.export_hf_folder keeps the base's dtype); engines
+    still compute in fp32 where the CPU lacks native bf16 (`rollout.dtype: auto`).
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, filename = str(gguf_path.parent), gguf_path.name
@@ -121,6 +125,7 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     model.load_state_dict(loaded.state_dict())
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
+    model = model.to(torch.bfloat16)  # save_pretrained records dtype "bfloat16" in config.json
 
     # Write next to the target and rename: a half-written folder is never mistaken for a cached model.
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,34 +153,58 @@ def build_tiny_model(
     intermediate_size: int = 128,
     seed: int = 0,
     tokenizer_from: str = "smollm2-135m",
+    architecture: str = "llama",
+    num_kv_heads: int | None = None,
+    dtype: str | None = None,
+    chat_template: str | None = None,
 ) -> Path:
-    """Save a tiny random-init Llama model with a real tokenizer; returns its folder.
+    """Save a tiny random-init model with a real tokenizer; returns its folder.
 
+    architecture: "llama" (SmolLM2's, tied embeddings) or "qwen2" (the paper's student, DeepSeek-R1-Distill-Qwen:
+        untied lm_head, q/k/v biases, grouped-query attention with `num_kv_heads`).
+    dtype: the dtype it is stored and declared in (e.g. "bfloat16", like the real student); None = float32.
+    chat_template: set on the saved tokenizer (e.g. a real template from the model card), else the tokenizer's.
     Cached by its arguments when `out_dir` is None, so repeated test sessions reuse it.
     """
+    import hashlib
+
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     key = f"tiny-l{num_layers}-h{hidden_size}-a{num_heads}-i{intermediate_size}-s{seed}-{tokenizer_from}"
+    if architecture != "llama" or num_kv_heads or dtype or chat_template:
+        extra = f"{architecture}-kv{num_kv_heads}-{dtype}-{chat_template}"
+        key += "-" + hashlib.blake2b(extra.encode(), digest_size=6).hexdigest()
     target = Path(out_dir) if out_dir is not None else cache_dir("models") / key
     if (target / "config.json").exists():
         return target
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(tokenizer_from))
-    config = LlamaConfig(
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    shape = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        num_key_value_heads=num_kv_heads or num_heads,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    if architecture == "llama":
+        config, model_class = LlamaConfig(max_position_embeddings=2048, tie_word_embeddings=True, **shape), LlamaForCausalLM
+    elif architecture == "qwen2":
+        # DeepSeek-R1-Distill-Qwen-32B's config.json, scaled down: rope_theta, rms_norm_eps, untied head.
+        config = Qwen2Config(max_position_embeddings=32768, tie_word_embeddings=False, rope_theta=1e6,
+                             rms_norm_eps=1e-5, **shape)
+        model_class = Qwen2ForCausalLM
+    else:
+        raise ValueError(f"architecture must be 'llama' or 'qwen2', got {architecture!r}")
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)

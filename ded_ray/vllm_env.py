@@ -69,13 +69,18 @@ def engine_kwargs_for(
 ) -> dict[str, Any]:
     """vLLM engine kwargs: the user's, plus max_model_len/dtype from config and the CPU defaults above.
 
-    A key the user set always wins.
+    dtype "auto" on the CPU build means what it means for the hf engine: bf16 where the CPU has native bf16,
+    else float32 (vLLM's own auto would take the model's bf16 and emulate it). A key the user set always wins.
     """
     merged: dict[str, Any] = {}
     if max_model_len is not None:
         merged["max_model_len"] = int(max_model_len)
     if dtype != "auto":
         merged["dtype"] = dtype
+    elif cpu:
+        from ded_ray.engines.hf import cpu_supports_bf16
+
+        merged["dtype"] = "bfloat16" if cpu_supports_bf16() else "float32"
     if cpu:
         merged["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         merged["enforce_eager"] = True

@@ -168,7 +168,7 @@ def _train_step(backend, micro: list[MicroBatch], n_micro: int, pad_id: int, dev
                 chunk_tokens: int = 1024) -> dict[str, Any]:
     """Forward/backward over this rank's micro-batches (+ fillers up to `n_micro`) and one optimizer step.
     `loss_kind`: plain | chunked | fused (see loss.py)."""
-    from ded_ray.train.loss import summed_token_loss
+    from ded_ray.train.loss import chunks_needed, summed_token_loss
 
     local = torch.tensor(
         [sum(m.num_target_tokens for m in micro), sum(m.num_tokens for m in micro),
@@ -182,9 +182,13 @@ def _train_step(backend, micro: list[MicroBatch], n_micro: int, pad_id: int, dev
     scale = world / max(targets, 1.0)
     loss_sum = 0.0
     passes = micro + [filler_micro_batch(pad_id)] * (n_micro - len(micro))
+    # The chunked loss's lm_head calls are collectives under ZeRO-3: every rank makes the most any rank needs.
+    chunks = (sync.max_each([chunks_needed(mb.num_target_tokens, chunk_tokens) for mb in passes])
+              if loss_kind == "chunked" else [None] * len(passes))
     for i, mb in enumerate(passes):
         with backend.accumulate(is_last=i == len(passes) - 1):
-            loss = summed_token_loss(backend.model, mb, device, loss_kind, chunk_tokens, backend.unwrapped())
+            loss = summed_token_loss(backend.model, mb, device, loss_kind, chunk_tokens, backend.unwrapped(),
+                                     num_chunks=chunks[i])
             backend.backward(loss * scale)
         loss_sum += float(loss.detach())
     grad_norm = backend.optimizer_step()
@@ -241,7 +245,11 @@ class _Collectives:
         return self._reduce(tensor, self.dist.ReduceOp.SUM if self.dist else None)
 
     def max(self, value: int) -> int:
-        return int(self._reduce(torch.tensor([value], dtype=torch.int64), self.dist.ReduceOp.MAX if self.dist else None).item())
+        return self.max_each([value])[0]
+
+    def max_each(self, values: list[int]) -> list[int]:
+        """Element-wise max over ranks of equally long lists."""
+        return self._reduce(torch.tensor(values, dtype=torch.int64), self.dist.ReduceOp.MAX if self.dist else None).tolist()
 
     def max_float(self, value: float) -> float:
         return float(self._reduce(torch.tensor([value], dtype=torch.float64), self.dist.ReduceOp.MAX if self.dist else None).item())

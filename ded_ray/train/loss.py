@@ -14,7 +14,10 @@ Three implementations of that sum (`train.loss`; memory.py counts what each keep
   fp32 cross-entropy then run on `chunk_tokens` target positions at a time, each chunk under
   torch.utils.checkpoint, so backward recomputes one chunk's logits at a time instead of keeping them all.
   Same value and gradients as plain (up to float summation order). It calls the lm_head *module*, so
-  ZeRO-3's parameter-gather hooks fire as in a normal forward.
+  ZeRO-3's parameter-gather hooks fire as in a normal forward. Each call is a collective under ZeRO-3 (the
+  shards of lm_head are gathered), so every rank must make the same number of calls: the loop agrees on a
+  chunk count per micro-batch (`chunks_needed`, max over ranks) and a rank with fewer target tokens pads with
+  empty chunks (two ranks with different counts desynchronise: gloo aborts, NCCL hangs).
 - fused: liger-kernel's fused linear cross-entropy (Triton, GPU only; `pip install -e .[gpu]`). It reads
   lm_head.weight directly, which under ZeRO-3 is an empty shard: it is not offered with ZeRO-3.
 """
@@ -70,13 +73,15 @@ def summed_token_loss(
     loss: str = "plain",
     chunk_tokens: int = 1024,
     causal_lm: torch.nn.Module | None = None,
+    num_chunks: int | None = None,
 ) -> torch.Tensor:
     """Sum (not mean) of next-token cross-entropy over the micro-batch's target tokens; 0 when it has none.
 
     `model` is a causal LM (or a DDP / DeepSpeed wrapper of one): the forward always goes through it, so the
     wrapper's gradient hooks stay armed. `loss` is a resolved kind (plain | chunked | fused); chunked and fused
     need the unwrapped Hugging Face model `causal_lm` (default: `model.module`, else `model`) for its decoder
-    and lm_head.
+    and lm_head. `num_chunks`: chunked only, how many lm_head calls to make (>= `chunks_needed`; the same on
+    every rank under ZeRO-3); None = as many as this micro-batch needs.
     """
     if loss == "plain":
         return _plain_loss(model, micro, device)
@@ -88,7 +93,12 @@ def summed_token_loss(
     lm_head = causal_lm.get_output_embeddings()
     if loss == "fused":
         return fused_cross_entropy(hidden, targets, lm_head)
-    return chunked_cross_entropy(hidden, targets, lm_head, chunk_tokens)
+    return chunked_cross_entropy(hidden, targets, lm_head, chunk_tokens, num_chunks)
+
+
+def chunks_needed(num_target_tokens: int, chunk_tokens: int) -> int:
+    """lm_head calls the chunked loss makes for a micro-batch with that many target tokens (1 when none)."""
+    return max(1, -(-num_target_tokens // chunk_tokens))
 
 
 def _plain_loss(model, micro: MicroBatch, device) -> torch.Tensor:
@@ -134,24 +144,33 @@ def _chunk_loss(lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.T
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module,
-                          chunk_tokens: int = 1024) -> torch.Tensor:
+                          chunk_tokens: int = 1024, num_chunks: int | None = None) -> torch.Tensor:
     """sum over target positions of cross_entropy(lm_head(hidden), target), `chunk_tokens` positions at a time.
 
     hidden [..., H] and targets [...] (IGNORE_INDEX = no target). Each chunk's logits live only inside its
     checkpointed call: forward keeps just the chunk's inputs, backward recomputes its logits, so at most one
-    chunk's logits (and their fp32 copies) exist at any time.
+    chunk's logits (and their fp32 copies) exist at any time. `num_chunks` (>= what the targets need) pads
+    with calls on one position and no target: they add 0 but gather lm_head like a real chunk (see the module
+    docstring). Without targets every call is such a pad, which keeps the graph connected to every parameter
+    at no cost (DDP and ZeRO expect a gradient for each).
     """
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-    picked = _target_rows(hidden, targets)
-    if picked is None:
-        return lm_head(hidden.reshape(-1, hidden.size(-1))[:1]).sum() * 0.0  # see _target_rows
-    hidden, targets = picked
+    flat_hidden = hidden.reshape(-1, hidden.size(-1))
+    flat_targets = targets.reshape(-1)
+    keep = flat_targets != IGNORE_INDEX
+    rows, row_targets = flat_hidden[keep], flat_targets[keep]
+    chunks = [(rows[s:s + chunk_tokens], row_targets[s:s + chunk_tokens])
+              for s in range(0, row_targets.numel(), chunk_tokens)]
+    wanted = chunks_needed(row_targets.numel(), chunk_tokens) if num_chunks is None else num_chunks
+    if wanted < len(chunks):
+        raise ValueError(f"num_chunks={wanted} cannot hold {row_targets.numel()} targets at {chunk_tokens} a chunk")
+    pad = (flat_hidden[:1], torch.full((1,), IGNORE_INDEX, dtype=flat_targets.dtype, device=flat_targets.device))
+    chunks += [pad] * (wanted - len(chunks))
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, targets.numel(), chunk_tokens):
-        end = start + chunk_tokens
+    for chunk_hidden, chunk_targets in chunks:
         # No randomness inside (no dropout): skip saving/restoring the RNG state per chunk.
-        total = total + checkpoint(_chunk_loss, lm_head, hidden[start:end], targets[start:end],
+        total = total + checkpoint(_chunk_loss, lm_head, chunk_hidden, chunk_targets,
                                    use_reentrant=False, preserve_rng_state=False)
     return total
 

@@ -95,10 +95,15 @@ def test_classify_error():
 
 def test_cpu_defaults_and_user_kwargs_win():
     assert cpu_thread_bind(1) == "0" and cpu_thread_bind(2) == "0-1" and cpu_thread_bind(0.5) == "0"
+    from ded_ray.engines.hf import cpu_supports_bf16
+
     merged = engine_kwargs_for({"enforce_eager": False, "max_num_seqs": 8}, max_model_len=512, dtype="auto", cpu=True)
-    assert merged == {"max_model_len": 512, "kv_cache_memory_bytes": 1 << 30, "enforce_eager": False,
-                      "enable_chunked_prefill": False, "max_num_seqs": 8}
+    native = "bfloat16" if cpu_supports_bf16() else "float32"  # auto on a CPU: as the hf engine decides
+    assert merged == {"max_model_len": 512, "dtype": native, "kv_cache_memory_bytes": 1 << 30,
+                      "enforce_eager": False, "enable_chunked_prefill": False, "max_num_seqs": 8}
+    assert engine_kwargs_for({"dtype": "bfloat16"}, max_model_len=None, cpu=True)["dtype"] == "bfloat16"
     assert engine_kwargs_for({}, max_model_len=None, dtype="bfloat16", cpu=False) == {"dtype": "bfloat16"}
+    assert engine_kwargs_for({}, max_model_len=None, cpu=False) == {}  # on a GPU vLLM's own auto
 
 
 def test_processor_config_on_cpu_uses_a_cpu_bundle(tmp_path):

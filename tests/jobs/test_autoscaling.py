@@ -5,6 +5,11 @@ The head advertises 0 CPUs, so nothing can run until the autoscaler adds a worke
 nodes and finish. A second job loses its worker nodes (raylets SIGKILLed) in the middle of the rollout; with
 a resubmission where the job fails, every rollout must be written exactly once.
 
+The fake provider never notices a node whose raylet died (it keeps listing it as a pending node, so the
+autoscaler never replaces it and the job waits for CPUs forever), where a cloud provider reports the lost
+instance and a new one is launched. The test stands in for that: after the kill it joins one replacement node
+by hand (`ray start --address`), which the job may use in place, or its resubmission.
+
 This is the `ray.cluster_utils.AutoscalingCluster` set-up done by hand: that helper runs `ray stop --force`
 (which would stop every Ray on this shared machine) and reads an example config the wheel no longer ships.
 """
@@ -20,7 +25,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from cluster_head import MARKER, REPO, LocalHead, ray_cli, start_head
+from cluster_head import LOCALHOST, MARKER, REPO, LocalHead, free_ports, ray_cli, start_head
 
 from ded_ray import plan
 
@@ -106,6 +111,17 @@ def worker_raylets(head: LocalHead) -> list[psutil.Process]:
     return [p for p in found if p.name() == "raylet"] or found
 
 
+def join_replacement_node(head: LocalHead) -> None:
+    """A worker node like the provider's (1 CPU), joined by hand: what a cloud provider's replacement does."""
+    names = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent",
+             "metrics-export")
+    ports = [f"--{name}-port={port}" for name, port in zip(names, free_ports(len(names)))]
+    result = ray_cli(head, "start", f"--address={head.gcs_address}", f"--node-ip-address={LOCALHOST}",
+                     "--num-cpus=1", f"--object-store-memory={300 * 2**20}", "--disable-usage-stats", *ports,
+                     timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
 def rollout_ids_by_part(run: Path) -> list[list[str]]:
     return [pq.read_table(p, columns=["rollout_id"])["rollout_id"].to_pylist()
             for p in sorted((run / plan.ROLLOUT.folder).glob("part-*.parquet"))]
@@ -148,6 +164,7 @@ def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_
         raylet.send_signal(signal.SIGKILL)
     rows_before = sum(len(p) for p in rollout_ids_by_part(run))
     assert rows_before < ROWS, "the nodes were killed after the rollout had finished"
+    join_replacement_node(head)
 
     status = wait_done(job_client, job_id)
     logs = job_client.get_job_logs(job_id)

@@ -9,7 +9,13 @@ import torch.nn.functional as F
 
 from ded_ray.config import TrainConfig
 from ded_ray.errors import UserError
-from ded_ray.train.loss import CHUNKED_FROM_TOKENS, chunked_cross_entropy, resolve_loss, summed_token_loss
+from ded_ray.train.loss import (
+    CHUNKED_FROM_TOKENS,
+    chunked_cross_entropy,
+    chunks_needed,
+    resolve_loss,
+    summed_token_loss,
+)
 from ded_ray.train.packing import Sample, build_micro_batches, filler_micro_batch
 from ded_ray.train.tokenize import IGNORE_INDEX
 
@@ -113,6 +119,27 @@ def test_chunked_loss_never_builds_logits_for_more_than_a_chunk():
     # checkpoint) instead of keeping them
     assert len(rows) == 1 + 2 * chunks and max(rows) == 8
     assert sum(rows[1 : 1 + chunks]) == sum(rows[1 + chunks :]) == mb.num_target_tokens
+
+
+def test_chunked_pads_to_the_chunk_count_every_rank_agreed_on():
+    """Under ZeRO-3 each lm_head call gathers its shards: a rank with fewer target tokens must still make as
+    many calls as the busiest rank (the loop passes the max as num_chunks), in forward and in backward."""
+    model = _tiny_model("qwen2")
+    (mb,) = build_micro_batches(_samples(), True, 4, 128, pad_token_id=0, attention="block_mask")
+    own = chunks_needed(mb.num_target_tokens, 8)
+    values = {}
+    for num_chunks in (None, own + 3):
+        calls = []
+        handle = model.lm_head.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        loss = summed_token_loss(model, mb, "cpu", "chunked", 8, num_chunks=num_chunks)
+        loss.backward()
+        handle.remove()
+        values[num_chunks] = (loss.item(), len(calls))
+    assert values[None][1] == 1 + 2 * own  # the model's own empty call, then each chunk forward + recompute
+    assert values[own + 3][1] == 1 + 2 * (own + 3)
+    assert values[own + 3][0] == pytest.approx(values[None][0], rel=1e-6)  # pads add nothing
+    with pytest.raises(ValueError, match="cannot hold"):
+        summed_token_loss(model, mb, "cpu", "chunked", 8, num_chunks=own - 1)
 
 
 def test_chunked_filler_micro_batch_is_zero_and_reaches_every_parameter():

@@ -15,7 +15,6 @@ from ded_ray import schema as S
 from ded_ray.config import TrainConfig
 from ded_ray.stages.to_sft import write_corpus
 from ded_ray.train import progress
-from ded_ray.train.faults import CrashOnce
 from ded_ray.train.synthetic import arithmetic_corpus
 from ded_ray.train.trainer import train_student
 
@@ -92,14 +91,7 @@ def test_ddp_two_workers_padded(ray_local, tiny_path, corpus_path, tmp_path):
     assert all(h["samples"] == 8 for h in result.history)  # 4 per worker, both workers counted
 
 
-def test_deepspeed_zero3_two_workers_resumes_after_a_worker_is_killed(ray_local, tiny_path, corpus_path, tmp_path):
-    marker = tmp_path / "crashed"
-    config = _config(strategy="deepspeed", zero_stage=3, num_workers=2, checkpoint_every_steps=2, max_failures=1)
-    result = train_student(corpus_path, tiny_path, config, tmp_path / "run",
-                           on_step=CrashOnce(str(marker), step=3, rank=1))
-    assert marker.exists()  # rank 1 really died after step 3 ...
-    assert result.resumed_at == [2]  # ... and the new worker group picked up at the step-2 checkpoint
-    _check_run(result, steps=6, tmp_path=tmp_path)
+# ZeRO-3 on two workers with a killed worker and a resume: tests/train/test_zero3_rehearsal.py (real traces).
 
 
 def test_packed_and_padded_training_match_under_zero3(ray_local, tiny_path, corpus_path, tmp_path):
