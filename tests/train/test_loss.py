@@ -163,21 +163,5 @@ def test_auto_picks_chunked_for_long_micro_batches_and_refuses_fused_where_it_ca
         resolve_loss(TrainConfig(loss="fused"))
 
 
-@pytest.mark.cluster  # two ZeRO-3 trainings on 2 CPU ranks: minutes
-def test_chunked_loss_trains_like_plain_under_zero3(ray_local, tmp_path):
-    """ZeRO-3 gathers lm_head through its module hooks: the chunked loss calls the module once per chunk (and
-    again in backward). Two ranks, so every parameter really is a shard outside its module's forward."""
-    from ded_ray.models import build_tiny_model
-    from ded_ray.train.synthetic import arithmetic_corpus
-    from ded_ray.train.trainer import train_student
-
-    model = str(build_tiny_model())
-    corpus = arithmetic_corpus(16, seed=1)
-    losses = {}
-    for kind in ("plain", "chunked"):
-        config = TrainConfig(strategy="deepspeed", zero_stage=3, num_workers=2, max_seq_len=128, learning_rate=3e-3,
-                             warmup_ratio=0.0, global_batch_size=8, micro_batch_size=2, max_steps=2, shuffle=False,
-                             max_failures=0, loss=kind, loss_chunk_tokens=16)
-        losses[kind] = [h["loss"] for h in train_student(corpus, model, config, tmp_path / kind).history]
-    assert len(losses["chunked"]) == 2
-    assert losses["chunked"] == pytest.approx(losses["plain"], rel=1e-4)  # step 2 also checks the update
+# The chunked loss under ZeRO-3 on 2 ranks trains in tests/train/test_zero3_rehearsal.py (real traces, ranks with
+# different target counts); its values and gradients equal the plain loss's in the tests above.
