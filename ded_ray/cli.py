@@ -285,11 +285,17 @@ def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
 
     run = _open(config)
     try:
-        summary = ablate(run, config)
+        summary = ablate(run, config, only=args.arms.split(",") if args.arms else None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(ablation_table(summary))
     return 0
+
+
+def add_ablate(parser: argparse.ArgumentParser) -> None:
+    from ded_ray.steps.ablate import ARMS
+
+    parser.add_argument("--arms", help=f"comma-separated arms to train (default: all of {','.join(ARMS)})")
 
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None
     "eval": ("evaluate a model: avg@k pass@1 with standard errors per benchmark", cmd_eval, add_eval),
     "serve": ("host teachers as OpenAI-compatible endpoints on Ray Serve", cmd_serve, add_serve),
     "report": ("write report.html for a run directory", cmd_report, add_report),
-    "ablate": ("train on the corpus after each curation step and compare", cmd_ablate, None),
+    "ablate": ("train on the corpus after each curation step and compare", cmd_ablate, add_ablate),
     "bench": ("run stage benchmarks and write a table (markdown + json)", cmd_bench, add_bench),
 }
 

@@ -55,10 +55,17 @@ def identical_arm(arm: str, arms: dict[str, pd.DataFrame]) -> str | None:
     return None
 
 
-def ablate(run: RunDir, config: DEDConfig) -> dict:
+ARMS = (*plan.LEVELS, RANDOM)
+
+
+def ablate(run: RunDir, config: DEDConfig, only: list[str] | None = None) -> dict:
+    """Train and evaluate every arm, or only the arms named in `only` (in arm order)."""
+    unknown = sorted(set(only or ()) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown ablation arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
     results: dict[str, dict] = {}
     base = base_scores(run, config)
-    arms = arm_rows(run, seed=config.run.seed)
+    arms = {arm: rows for arm, rows in arm_rows(run, seed=config.run.seed).items() if not only or arm in only}
     for arm, rows in arms.items():
         twin = identical_arm(arm, arms)
         if twin is not None:

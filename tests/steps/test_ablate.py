@@ -11,9 +11,8 @@ from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.analysis.run_data import funnel
 from ded_ray.rundir import SUCCESS, RunDir
-from ded_ray.steps.ablate import RANDOM, ablation_table, arm_rows, identical_arm
-
-ARMS = (*plan.LEVELS, RANDOM)
+from ded_ray.config import load_config
+from ded_ray.steps.ablate import ARMS, RANDOM, ablate, ablation_table, arm_rows, identical_arm
 
 
 def test_arms_follow_the_curation_funnel(tmp_path):
@@ -61,6 +60,12 @@ def test_an_unfinished_run_is_refused_with_the_missing_stage(tmp_path):
     Path(run.stage(plan.DIVERSITY).path, SUCCESS).unlink()  # cut off during diversity selection
     with pytest.raises(ValueError, match=f"{plan.DIVERSITY.folder} is not complete"):
         arm_rows(run)
+
+
+def test_an_unknown_arm_is_refused_with_the_choices_before_any_work(tmp_path):
+    assert ARMS == (*plan.LEVELS, RANDOM)
+    with pytest.raises(ValueError, match="unknown ablation arm.s. diverse: choose from all, right, "):
+        ablate(RunDir(str(tmp_path), "never-run"), load_config(), only=["corpus", "diverse"])
 
 
 def test_table_has_the_base_and_every_arm():

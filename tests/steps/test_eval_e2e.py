@@ -1,4 +1,4 @@
-"""`ded eval` on SmolLM2: a 20-question slice of MATH-500 and generated arithmetic → eval.json with avg@k ± stderr."""
+"""`ded eval` on SmolLM2: an 8-question slice of MATH-500 and generated arithmetic → eval.json with avg@k ± stderr."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU g
 
 def test_ded_eval_writes_avg_at_k_with_standard_errors(tmp_path, shared_data, ray_local):
     math500 = shared_data / "math500" / "math500.jsonl"
-    benchmarks = (f"[{{name: math500, source: {{name: math500, path: '{math500}', limit: 20}}}}, "
-                  "{name: arith, source: {name: arith, generated: {families: [add_1digit], per_family: 10, seed: 3}}}]")
+    benchmarks = (f"[{{name: math500, source: {{name: math500, path: '{math500}', limit: 8}}}}, "
+                  "{name: arith, source: {name: arith, generated: {families: [add_1digit], per_family: 6, seed: 3}}}]")
     args = ["eval", "--model", "smollm2-135m", "--label", "smollm2", f"run.root={tmp_path}", "run.name=ev",
             f"eval.benchmarks={benchmarks}", "eval.k=2", "eval.sampling={max_tokens: 64}"]
     assert main(args) == 0
     results = json.loads((tmp_path / "ev" / "eval.json").read_text())["smollm2"]["benchmarks"]
     assert set(results) == {"math500", "arith"}
-    assert results["math500"]["questions"] == 20 and results["arith"]["questions"] == 10
+    assert results["math500"]["questions"] == 8 and results["arith"]["questions"] == 6
     for result in results.values():
         assert result["k"] == 2 and result["samples"] == 2 * result["questions"]
         assert 0.0 <= result["avg_at_k"] <= 1.0 and result["stderr"] is not None
