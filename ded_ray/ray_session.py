@@ -4,6 +4,9 @@
   when `RAY_ADDRESS` is set (e.g. inside `ray job submit`) that cluster is joined instead.
 - `address: auto` joins the cluster this process runs on.
 - `address: ray://host:10001` connects as a Ray client.
+
+A models root (`models.root`, ded_ray/model_store.py) goes into the job's runtime_env env_vars, so every
+worker on every node resolves models against it; the driver gets the same variables.
 """
 
 from __future__ import annotations
@@ -13,19 +16,27 @@ import os
 
 import ray
 
-from ded_ray.config import RayConfig
+from ded_ray.config import ModelsConfig, RayConfig
 from ded_ray.log import log
+from ded_ray.model_store import models_env
 
 LOCALHOST = "127.0.0.1"
 CLIENT_ATTEMPTS = 3
 
 
-def init_ray(config: RayConfig) -> None:
-    """Idempotent: does nothing when Ray is already initialised in this process."""
+def init_ray(config: RayConfig, models: ModelsConfig | None = None) -> None:
+    """Idempotent: does not start Ray again when it is already initialised in this process.
+
+    `models`: the config's models section; its root and revisions reach the workers through the runtime_env
+    (they override the same keys of `config.runtime_env`). A Ray started before this call keeps the
+    runtime_env it had: only this process learns the root then.
+    """
+    env = models_env(models.root, models.revisions) if models is not None else {}
     if ray.is_initialized():
+        os.environ.update(env)
         return
     address = config.address
-    runtime_env = config.runtime_env or None
+    runtime_env = with_env_vars(config.runtime_env, env) or None
     if address == "local" and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
     if address == "local":
@@ -44,7 +55,19 @@ def init_ray(config: RayConfig) -> None:
     else:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         log(f"joined Ray at {address}: {ray.cluster_resources()}")
+    # After ray.init, on purpose: a local Ray's workers then get the variables from the runtime_env alone,
+    # as a cluster's do, never by inheriting this process's environment.
+    os.environ.update(env)
     quiet_ray_data()
+
+
+def with_env_vars(runtime_env: dict, env: dict[str, str]) -> dict:
+    """A copy of `runtime_env` with `env` added to its env_vars (ours win over the same keys)."""
+    if not env:
+        return dict(runtime_env)
+    merged = dict(runtime_env)
+    merged["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+    return merged
 
 
 def connect_client(address: str, attempts: int = CLIENT_ATTEMPTS, **init_kwargs) -> None:

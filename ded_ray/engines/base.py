@@ -38,7 +38,8 @@ class RolloutEngine(Protocol):
     ) -> ray.data.Dataset:
         """Lazily add the generation columns to `ds`.
 
-        `model` is a resolved local folder (hf, vllm) or the served model id (openai, with `endpoint` the
+        `model` is a model folder or name that each hf actor resolves on its own node (`models.model_ref`),
+        vLLM's model source (`models.vllm_source`), or the served model id (openai, with `endpoint` the
         base URL ending in /v1 and the API key read from the environment variable `api_key_env`).
         """
         ...

@@ -196,8 +196,11 @@ class HFGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ded_ray.models import resolve_model
+
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
+        model_path = str(resolve_model(model_path))  # on this actor's node: a name finds this node's copy
         self.sampling = SamplingConfig(**sampling)
         self.sub_batch_size = max(1, int(sub_batch_size))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,7 +19,7 @@ from typing import Literal
 
 from ded_ray.config import SmokeConfig, TeacherConfig
 from ded_ray.engines.openai import read_api_key
-from ded_ray.models import resolve_model
+from ded_ray.models import ensure_available, model_ref, vllm_source
 from ded_ray.vllm_env import vllm_installed
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,19 @@ def base_url(smoke: SmokeConfig) -> str:
     return f"http://{host}:{smoke.port}/v1"
 
 
+def model_source(model: str, backend: Literal["vllm", "hf"]) -> str:
+    """How a replica is told its model: vLLM's model source, or a name the hf replica resolves on its node.
+
+    Checked here either way, so a missing model fails before any replica starts.
+    """
+    if backend == "vllm":
+        return vllm_source(model)
+    ensure_available(model)
+    return model_ref(model)
+
+
 def build_app(models: dict[str, str], smoke: SmokeConfig, backend: Literal["vllm", "hf"]):
-    """The Serve application for `models` (served model id -> local folder) on `backend`."""
+    """The Serve application for `models` (served model id -> `model_source`) on `backend`."""
     if backend == "vllm":
         from ded_ray.serve.vllm_app import build_vllm_app
 
@@ -94,10 +105,10 @@ def serve_teachers(teachers: list[TeacherConfig], smoke: SmokeConfig) -> dict[st
     local = [t for t in teachers if not t.endpoint]
     if not local:
         return urls
+    backend = choose_backend(smoke)
     models: dict[str, str] = {}
     for teacher in local:
-        models.setdefault(served_model_id(teacher), str(resolve_model(teacher.model)))
-    backend = choose_backend(smoke)
+        models.setdefault(served_model_id(teacher), model_source(teacher.model, backend))
     from ray import serve
 
     serve.start(http_options={"host": smoke.host, "port": smoke.port})

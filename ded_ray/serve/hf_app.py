@@ -101,9 +101,12 @@ class HFChatModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ded_ray.models import resolve_model
+
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         started = time.perf_counter()
+        model_path = str(resolve_model(model_path))  # on this replica's node: a name finds this node's copy
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
         self.max_len = int(max_model_len or getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
@@ -272,7 +275,7 @@ def build_hf_app(
     dtype: str = "float32",
     max_model_len: int | None = None,
 ):
-    """The Serve application: `models` maps each served model id to a local model folder.
+    """The Serve application: `models` maps each served model id to a model folder or name (each replica resolves it).
 
     Ids that share a folder share one deployment (one set of replicas). `replicas=(min, max)` autoscales
     each deployment between min and max on ongoing requests; `api_key` (a `Secret`, or None) is the key

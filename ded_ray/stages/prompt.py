@@ -112,7 +112,10 @@ class PromptStage(Stage):
         if model_path is not None:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+            from ded_ray.models import resolve_model
+
+            # Resolved here, in the actor: a model name finds this node's copy (models.model_ref).
+            self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model_path)))
             if not getattr(self.tokenizer, "chat_template", None):
                 raise StageError(
                     f"stage 'prompt': the tokenizer of {model_path} has no chat template; use an instruct/chat "

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ded_ray.config import RolloutConfig, SamplingConfig, StudentConfig, TeacherConfig
 from ded_ray.engines import get_engine, resolve_engine_name
-from ded_ray.models import ModelNotFoundError, resolve_model
+from ded_ray.models import ModelNotFoundError, ensure_available, model_ref, resolve_model, vllm_source
 from ded_ray.stages.fanout import fan_out
 from ded_ray.stages.prompt import add_prompts
 
@@ -49,16 +49,31 @@ def _group_key(t: TeacherConfig) -> tuple:
     return (t.model, t.endpoint, t.api_key_env, json.dumps(t.sampling.model_dump(), sort_keys=True))
 
 
-def _local_model(t: TeacherConfig, engine: str) -> str | None:
-    """Local folder of the target's model: required for hf/vllm, optional (tokenizer only) for openai."""
+def _prompt_model(t: TeacherConfig, engine: str) -> str | None:
+    """The target's model as the prompt actors name it (`model_ref`: they resolve it on their own node).
+
+    Required for hf/vllm (checked here, so a missing model fails before any actor starts); optional
+    (tokenizer only) for openai: None when there is no local copy.
+    """
     if t.model is None:
         return None
     if engine == "openai":
         try:
-            return str(resolve_model(t.model))
+            resolve_model(t.model)
         except ModelNotFoundError:
             return None  # a served model id: prompts are sent as messages
-    return str(resolve_model(t.model))
+    else:
+        ensure_available(t.model)
+    return model_ref(t.model)
+
+
+def _engine_model(t: TeacherConfig, engine: str, prompt_model: str | None) -> str:
+    """What the engine is given: vLLM's model source, the hf actors' model ref, or openai's served model id."""
+    if engine == "vllm":
+        return vllm_source(t.model)
+    if engine == "openai":
+        return t.model or t.name
+    return prompt_model
 
 
 def rollout(
@@ -95,7 +110,7 @@ def rollout(
     for members in groups.values():
         first = members[0]
         engine_name = resolve_engine_name(engine or config.engine, first.endpoint)
-        model_path = _local_model(first, engine_name)
+        model_path = _prompt_model(first, engine_name)
         prompted = [
             add_prompts(
                 fan_out(problems_ds, [t.name], samples, base_seed, skip),
@@ -104,7 +119,7 @@ def rollout(
             for t in members
         ]
         ds = prompted[0].union(*prompted[1:]) if len(prompted) > 1 else prompted[0]
-        served = model_path if engine_name != "openai" else (first.model or first.name)
+        served = _engine_model(first, engine_name, model_path)
         outputs.append(
             get_engine(engine_name, first.endpoint).generate(
                 ds, served, first.sampling, config, endpoint=first.endpoint, api_key_env=first.api_key_env

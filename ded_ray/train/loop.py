@@ -72,7 +72,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     from ded_ray.train.backends import export_hf_folder, make_backend, resolve_attn_implementation
     from ded_ray.train.loss import resolve_loss
 
+    from ded_ray.models import resolve_model
+
     spec = LoopSpec(**loop_config)
+    # The driver sends a model name (models.model_ref): each worker loads its own node's copy.
+    spec.model_path = str(resolve_model(spec.model_path))
     config = TrainConfig(**spec.train)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

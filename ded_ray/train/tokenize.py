@@ -159,7 +159,9 @@ class TokenizeStage(Stage):
     def __init__(self, model_path: str, max_seq_len: int, truncate: bool = False):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        from ded_ray.models import resolve_model
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model_path)))  # this node's copy
         if self.tokenizer.chat_template is None:
             raise ValueError(f"stage {self.name!r}: the tokenizer of {model_path} has no chat template; "
                              "give a chat/instruct model or add a chat_template to its tokenizer_config")

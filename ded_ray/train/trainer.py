@@ -83,12 +83,13 @@ def train_student(
     from ray.data.expressions import col
     from ray.train.torch import TorchTrainer
 
-    from ded_ray.models import resolve_model
+    from ded_ray.models import model_ref, resolve_model
     from ded_ray.rundir import RunDir
     from ded_ray.train.progress import ProgressBoard, fit_with_progress
 
     started = time.perf_counter()
-    model_path = str(resolve_model(model))
+    model_path = str(resolve_model(model))  # here only for the memory plan; workers resolve their own copy
+    model_for_workers = model_ref(model)
     out = str(output_dir)
     root, name = out.rstrip("/").rsplit("/", 1) if "/" in out.rstrip("/") else (".", out)
     run = RunDir(root, name)
@@ -103,7 +104,7 @@ def train_student(
 
     tokenized = _as_dataset(corpus).map_batches(
         TokenizeStage,
-        fn_constructor_kwargs={"model_path": model_path, "max_seq_len": config.max_seq_len, "truncate": config.truncate},
+        fn_constructor_kwargs={"model_path": model_for_workers, "max_seq_len": config.max_seq_len, "truncate": config.truncate},
         batch_format="pandas",
         batch_size=config.tokenize_batch_size,
         compute=actor_pool(config.tokenize_concurrency),
@@ -138,7 +139,7 @@ def train_student(
     board = ProgressBoard.remote()
     student_dir = run.file(STUDENT_DIR)
     # rank 0 exports there itself (a URI on storage): the student is written once, not copied out of a checkpoint
-    spec = LoopSpec(model_path=model_path, student_dir=f"{run.uri}/{STUDENT_DIR}" if "://" in out else student_dir,
+    spec = LoopSpec(model_path=model_for_workers, student_dir=f"{run.uri}/{STUDENT_DIR}" if "://" in out else student_dir,
                     train=config.model_dump(), total_steps=total_steps, on_step=on_step, progress=board)
     trainer = TorchTrainer(
         train_loop_per_worker,
