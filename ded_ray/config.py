@@ -132,6 +132,19 @@ class StudentConfig(Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
+class ModelsConfig(Section):
+    """Where Hugging Face models live for every node (ded_ray/model_store.py; filled by `ded fetch`).
+
+    `root`: a folder at the same path on every node (a shared mount, or one filled per node with
+    `ded fetch --per-node`), or a storage URI (s3://, gs://) each node copies from once into its cache dir.
+    None = models come from each machine's local Hugging Face cache, as before. `init_ray` hands the root
+    and revisions to every Ray worker (runtime_env env_vars), so a model is resolved on the node loading it.
+    """
+
+    root: str | None = None
+    revisions: dict[str, str] = Field(default_factory=dict)  # HF id -> branch, tag or commit to pin (else "main")
+
+
 # --- stages --------------------------------------------------------------------------------------------
 
 
@@ -149,6 +162,9 @@ class RolloutConfig(Section):
     max_retries: int = 3  # openai engine: retries of a 429/5xx/connection error, then an error row
     retry_backoff_s: float = 1.0  # openai engine: first backoff, doubled per retry (Retry-After wins)
     max_concurrent_requests: int = 8  # openai engine: requests in flight per actor (a rate limit)
+    # openai engine: ask for SSE (`stream: true`) so tokens keep flowing on long reasoning completions through
+    # proxies that cut idle connections; request_timeout_s then bounds the silence between two chunks
+    stream: bool = False
 
 
 class VerifyConfig(Section):
@@ -303,13 +319,29 @@ class EvalConfig(Section):
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
     k: int = Field(4, ge=1)  # samples per question: pass@1 averaged over k (avg@k)
     sampling: SamplingConfig | None = None  # None = the student's sampling
+    # The engines' context for evaluation (prompt + sampling.max_tokens); None = rollout.max_model_len. Apart
+    # from rollouts because the paper's evaluation budget (>= 32k tokens) is twice its 16k training limit.
+    max_model_len: int | None = None
+
+
+class DiagnosticsConfig(Section):
+    """The smoke test's §4 diagnostics (token entropy, PCA shift), run as a Ray task with these resources."""
+
+    gpus: float = 0.0  # >0: on GPUs in bf16 (the 32B student is ~65 GB in bf16, twice that in fp32)
+    cpus: float = 1.0
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
+    max_responses: int = Field(64, ge=1)  # teacher responses scored per arm (the paper: millions of tokens)
+    max_response_tokens: int | None = 256  # tokens scored per response; None = whole responses
+    max_texts: int = Field(32, ge=2)  # benchmark texts for the PCA shift
 
 
 class SmokeConfig(Section):
     questions: int = 10  # smoke questions per teacher (1 sample each)
     # The paper trains each smoke student on every response, unfiltered; True keeps only verified-correct ones.
     correct_only: bool = False
-    train: TrainConfig | None = None  # smoke training budget; None = `train` with 1 epoch
+    train: TrainConfig | None = None  # smoke training budget; None = `train` with `epochs` epochs
+    epochs: int = Field(1, ge=1)  # epochs of each smoke SFT when `train` is None (the paper: its full recipe)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     keep_students: bool = False  # keep each arm's student/ and checkpoints (else deleted once it is scored)
     serve_replicas: tuple[int, int] = (1, 1)  # (min, max) Serve replicas per teacher model (autoscaling)
     host: str = "127.0.0.1"  # Serve's HTTP bind address: loopback unless you mean to expose the teachers
@@ -321,10 +353,22 @@ class SmokeConfig(Section):
     # (rounded, >= 1). Below 1 by default: replicas hold their CPUs for the whole smoke test, and the Ray
     # Data tasks of the clients need a whole free CPU beside them on a 2-core machine.
     serve_cpus_per_replica: float = 0.5
-    serve_gpus_per_replica: float = 0.0  # >0: vLLM on GPUs (ray.serve.llm's default bundles)
+    # >0: vLLM on GPUs, one GPU per tensor-parallel worker (ray.serve.llm's default bundles): set it to
+    # serve_engine_kwargs.tensor_parallel_size for a model that needs several
+    serve_gpus_per_replica: float = 0.0
     serve_api_key_env: str | None = None  # env var holding the key clients must send (Bearer); None = no auth
     serve_max_model_len: int | None = None  # None = the model's own
     serve_engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to vLLM untouched
+
+
+class PreflightConfig(Section):
+    """Throughput assumptions of `ded plan`'s time and GPU-hour estimate: stated, shown, never measured here."""
+
+    rollout_tokens_per_s: float = Field(1500.0, gt=0)  # generated tokens/s per engine replica (all its sequences)
+    # trained tokens/s per GPU: the paper trained 1,000 traces (~8.7k tokens) x 10 epochs in ~9 h on 8 H800s: ~335
+    train_tokens_per_s_per_gpu: float = Field(335.0, gt=0)
+    response_fill: float = Field(0.5, gt=0, le=1)  # mean response length as a share of max_tokens
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM's default, when engine_kwargs do not set it
 
 
 # --- the whole pipeline --------------------------------------------------------------------------------
@@ -337,12 +381,14 @@ class DEDConfig(Section):
     teachers: list[TeacherConfig] = Field(default_factory=list)
     teacher: str = "auto"  # a teacher name, or "auto": the smoke test's winner
     student: StudentConfig = Field(default_factory=StudentConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    preflight: PreflightConfig = Field(default_factory=PreflightConfig)
 
     @model_validator(mode="after")
     def _teacher_known(self) -> "DEDConfig":

@@ -30,6 +30,7 @@ def arm_diagnostics(
     student_base: str, student_tuned: str | None, prompts: Sequence[str], responses: Sequence[str],
     texts: Sequence[str], *, rollouts=None, label: str = "", max_responses: int = 64,
     max_response_tokens: int | None = 256, max_texts: int = 32, pca_max_tokens: int = 128, batch_size: int = 8,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Entropy of the arm's corpus under the base student and the PCA shift base → tuned student.
 
@@ -40,6 +41,7 @@ def arm_diagnostics(
     - `student_tuned`: the distilled student's folder; None skips the PCA shift.
     - `rollouts`: optional DataFrame with the teacher-side `token_entropy` column (per-row means in bits).
     - `label`: names the arm (the teacher) in the plot titles.
+    - `dtype`: both models' (`entropy.load_causal_lm`; "auto" = bf16 on GPUs, fp32 on CPU).
 
     Returns `{"entropy": {...summary, "histogram_png": base64, "method"}, "teacher_entropy": summary | None,
     "pca_shift": {...per-layer result, "plot_png": base64} | None}`; a section that failed is `{"error": ...}`.
@@ -53,7 +55,7 @@ def arm_diagnostics(
     kept_texts = [t for t in texts if _is_text(t) and t.strip()][:max_texts]
     out: dict[str, Any] = {"teacher_entropy": teacher_entropy_summary(rollouts) if rollouts is not None else None}
     try:
-        model, tokenizer = load_causal_lm(student_base)
+        model, tokenizer = load_causal_lm(student_base, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - reported as the diagnostics' result, the arm goes on
         reason = f"cannot load the base student {student_base!r}: {type(exc).__name__}: {exc}"
         log(f"[diagnostics] {reason}")
@@ -83,7 +85,7 @@ def arm_diagnostics(
                 raise ValueError(f"PCA shift needs at least {MIN_TEXTS} benchmark texts, got {len(kept_texts)}")
             base = pooled_hidden_states(model, tokenizer, kept_texts, pca_max_tokens, batch_size)
             del model
-            tuned_model, _ = load_causal_lm(student_tuned)
+            tuned_model, _ = load_causal_lm(student_tuned, dtype=dtype)
             tuned = pooled_hidden_states(tuned_model, tokenizer, kept_texts, pca_max_tokens, batch_size)
             result = shift_result(base, tuned, pca_max_tokens)
             title = _title("PCA shift, base → distilled student", label)

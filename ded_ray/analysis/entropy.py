@@ -41,6 +41,8 @@ def load_causal_lm(name_or_path: str | os.PathLike, device: str | None = None, d
     """(model in eval mode, tokenizer) for a local folder, built-in name or cached HF id (`models.resolve_model`).
 
     float32 by default: entropies and pooled states are compared across models, so no bf16 rounding on CPU.
+    dtype "auto": bf16 on GPUs (a 32B model is ~65 GB in bf16, twice that in fp32), fp32 on CPU. With several
+    GPUs visible the layers are spread over them (`device_map="auto"`): one 80 GB GPU does not hold a 32B model.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,9 +51,14 @@ def load_causal_lm(name_or_path: str | os.PathLike, device: str | None = None, d
 
     path = resolve_model(name_or_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    return model, tokenizer
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map="auto")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    return model.eval(), tokenizer
 
 
 def token_entropy_under_teacher_forcing(

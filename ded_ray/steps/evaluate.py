@@ -24,6 +24,9 @@ SCORED_COLUMNS = [S.PROBLEM_ID, S.VERDICT, S.NUM_TOKENS, S.META]
 
 def evaluate_model(run: RunDir, config: DEDConfig, model: str, label: str) -> dict:
     """Score `model` (with the student's prompt) on every configured benchmark; results go to eval.json[label]."""
+    if config.eval.max_model_len is not None:  # the evaluation's own context (its budget exceeds training's)
+        config = config.model_copy(update={"rollout": config.rollout.model_copy(
+            update={"max_model_len": config.eval.max_model_len})})
     student = config.student.model_copy(update={"model": model})
     target = student_target(student, name=label, sampling=config.eval.sampling)
     results = {}

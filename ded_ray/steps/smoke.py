@@ -105,7 +105,7 @@ def _train_and_evaluate(run: RunDir, config: DEDConfig, teacher: TeacherConfig,
         corpus = _smoke_corpus(verified, config)
         if corpus.empty:
             raise ValueError(f"teacher {teacher.name!r} produced no usable response for the smoke corpus")
-        train_config = config.smoke.train or config.train.model_copy(update={"epochs": 1})
+        train_config = config.smoke.train or config.train.model_copy(update={"epochs": config.smoke.epochs})
         trained = train_and_evaluate(arm_run, config, corpus, teacher.name, base=base, train_config=train_config)
         result = {
             "name": teacher.name, "status": "ok", "questions": int(len(verified)),
@@ -140,15 +140,23 @@ def _remove_student(arm_run: RunDir) -> None:
 
 def _diagnostics(config: DEDConfig, teacher: TeacherConfig, verified: pd.DataFrame, student_dir: str) -> dict:
     """The paper's §4 analysis for one arm: the base student's token entropy on the teacher's responses
-    (teacher forcing) and the PCA shift from the base to this arm's student on benchmark questions."""
+    (teacher forcing) and the PCA shift from the base to this arm's student on benchmark questions.
+
+    A Ray task with `smoke.diagnostics`' GPUs and CPUs, not work in the job driver: two copies of a 32B
+    student do not fit a head node, and on a cluster the head has no GPU."""
+    import ray
+
     from ded_ray.analysis.diagnostics import arm_diagnostics
     from ded_ray.io import read_problems
-    from ded_ray.models import resolve_model
 
+    cfg = config.smoke.diagnostics
     try:
         texts = [q for b in config.eval.benchmarks for q in read_problems(b.source)[0][S.QUESTION]]
-        return arm_diagnostics(str(resolve_model(config.student.model)), student_dir, verified[S.PROMPT].tolist(),
-                               verified[S.RESPONSE].tolist(), texts, rollouts=verified, label=teacher.name)
+        task = ray.remote(arm_diagnostics).options(num_gpus=cfg.gpus, num_cpus=cfg.cpus, max_retries=0)
+        return ray.get(task.remote(
+            config.student.model, student_dir, verified[S.PROMPT].tolist(), verified[S.RESPONSE].tolist(), texts,
+            rollouts=verified, label=teacher.name, max_responses=cfg.max_responses,
+            max_response_tokens=cfg.max_response_tokens, max_texts=cfg.max_texts, dtype=cfg.dtype))
     except Exception as exc:  # diagnostics explain a ranking; they never decide whether an arm failed
         log(f"[smoke {teacher.name}] diagnostics failed: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}

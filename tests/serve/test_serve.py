@@ -91,6 +91,17 @@ def test_vllm_llm_configs_on_cpu():
     assert config.runtime_env["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
     assert config.engine_kwargs["max_model_len"] == 512 and config.engine_kwargs["enforce_eager"] is True
 
+    # ded-32b.yaml's smoke test: each 32B teacher on 2 GPUs, tensor parallel 2, none of the CPU build's settings
+    from ded_ray.config import load_config
+
+    smoke = load_config("ded-32b").smoke
+    (config,) = llm_configs({"Qwen/QwQ-32B": "/m/qwq"}, replicas=smoke.serve_replicas,
+                            cpus_per_replica=smoke.serve_cpus_per_replica, gpus_per_replica=smoke.serve_gpus_per_replica,
+                            max_model_len=smoke.serve_max_model_len, engine_kwargs=smoke.serve_engine_kwargs)
+    assert config.engine_kwargs["tensor_parallel_size"] == 2 == smoke.serve_gpus_per_replica
+    assert config.engine_kwargs["max_model_len"] == 20480 and "enforce_eager" not in config.engine_kwargs
+    assert config.placement_group_config is None  # ray.serve.llm's default: one GPU bundle per tensor-parallel rank
+
 
 # --- engine tier ---------------------------------------------------------------------------------------
 

