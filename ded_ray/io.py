@@ -3,7 +3,13 @@
 `read_problems(source)` returns `(problems, rejected)`: two DataFrames. Valid rows have exactly the
 columns of `schema.PROBLEM_SCHEMA`; every invalid row (undecodable text, bad JSON, missing question, wrong
 types, empty math answer, code without tests, duplicate id) is in `rejected` with `reject_reason` and
-`reject_detail` — nothing is dropped silently and nothing crashes the read.
+`reject_detail` — nothing is dropped silently and nothing crashes the read. Every non-blank line (or
+parquet row) is one input row, so a source's input rows = problems + rejected, by reason.
+
+A `.json` file holds one JSON array of rows (pretty-printed or not) or JSON lines; a folder of files (not a
+saved `datasets` folder) is read file by file, each by its suffix (`.jsonl` / `.ndjson` / `.json` /
+`.parquet`), in name order, its rejects' details prefixed with the file name. A folder with any other file
+is refused, naming it: nothing in it is skipped unseen.
 """
 
 from __future__ import annotations
@@ -48,24 +54,28 @@ def read_problems(source: ProblemSource) -> tuple[pd.DataFrame, pd.DataFrame]:
         from ded_ray.generated import generate_problems
 
         g = source.generated
-        raw_rows = iter(enumerate(generate_problems(g.families, g.per_family, g.seed)))
+        raw_rows = ((i, row, None) for i, row in enumerate(generate_problems(g.families, g.per_family, g.seed)))
     else:
         raw_rows = _raw_rows(source)
 
     good, bad, seen = [], [], set()
-    for line_no, raw in raw_rows:
+    for line_no, raw, file in raw_rows:
         if source.limit is not None and len(good) >= source.limit:
             break
+
+        def reject(text: str, reason: str, detail: str) -> None:
+            bad.append(_rejected(name, line_no, text, reason, f"{file}: {detail}" if file else detail))
+
         if isinstance(raw, _BadRow):
-            bad.append(_rejected(name, line_no, raw.text, raw.reason, raw.detail))
+            reject(raw.text, raw.reason, raw.detail)
             continue
         try:
             row = _to_problem(raw, source, name)
         except _Invalid as exc:
-            bad.append(_rejected(name, line_no, _as_text(raw), exc.reason, exc.detail))
+            reject(_as_text(raw), exc.reason, exc.detail)
             continue
         if row[S.PROBLEM_ID] in seen:
-            bad.append(_rejected(name, line_no, _as_text(raw), "duplicate_id", row[S.PROBLEM_ID]))
+            reject(_as_text(raw), "duplicate_id", row[S.PROBLEM_ID])
             continue
         seen.add(row[S.PROBLEM_ID])
         good.append(row)
@@ -114,36 +124,88 @@ class _Invalid(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _raw_rows(source: ProblemSource) -> Iterator[tuple[int, Any]]:
+RawRows = Iterator[tuple[int, Any, str | None]]  # (line or row number, the row or a _BadRow, file in a folder)
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+def _raw_rows(source: ProblemSource) -> RawRows:
     path = Path(source.path).expanduser()
     if not path.exists():
         raise ProblemReadError(f"problem source {source.path!r} does not exist")
     fmt = source.format
     if fmt == "auto":
         fmt = _detect_format(path)
-    if fmt == "jsonl":
-        return _jsonl_rows(path)
-    if fmt == "parquet":
-        return enumerate(pq.read_table(path).to_pylist())
     if fmt == "datasets":
-        return enumerate(_saved_dataset_table(path, source.split).to_pylist())
-    raise ProblemReadError(f"problem source {source.path!r}: unknown format {fmt!r}")
+        return ((i, row, None) for i, row in enumerate(_saved_dataset_table(path, source.split).to_pylist()))
+    if fmt not in ("jsonl", "parquet"):
+        raise ProblemReadError(f"problem source {source.path!r}: unknown format {fmt!r}")
+    if not path.is_dir():
+        return ((i, row, None) for i, row in _file_rows(path, fmt))
+    return _folder_rows(path, None if source.format == "auto" else fmt)
 
 
 def _detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             return "datasets"
-        if any(path.glob("*.parquet")):
-            return "parquet"
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return "jsonl"
-    if suffix == ".parquet":
-        return "parquet"
-    raise ProblemReadError(
-        f"cannot tell the format of {path}: set `format:` to jsonl, parquet or datasets in its source"
-    )
+        return "jsonl"  # a folder of files: each is read by its own suffix (`_folder_rows`)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ProblemReadError(
+            f"cannot tell the format of {path}: set `format:` to jsonl, parquet or datasets in its source"
+        )
+    return fmt
+
+
+def _folder_rows(folder: Path, fmt: str | None) -> RawRows:
+    """Every file of a folder by its suffix (or `fmt` when the source names one); hidden and `_` files
+    (`.DS_Store`, `_SUCCESS`) are not data. Refused whole when a file has no known format."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    parquet_only = all(p.suffix.lower() == ".parquet" for p in files)
+    if fmt == "parquet" or (fmt is None and parquet_only and (files or any(folder.iterdir()))):
+        # a parquet dataset, partitioned folders included: pyarrow reads it whole
+        yield from ((i, row, None) for i, row in enumerate(pq.read_table(folder).to_pylist()))
+        return
+    unknown = [p.name for p in files if fmt is None and p.suffix.lower() not in _SUFFIX_FORMATS]
+    if unknown:
+        raise ProblemReadError(
+            f"problem source {str(folder)!r} holds files of no known format: {', '.join(unknown)}. Fix: keep only "
+            f"{', '.join(sorted(_SUFFIX_FORMATS))} files there, or set `format:` in its source"
+        )
+    if not files:
+        raise ProblemReadError(f"problem source {str(folder)!r} is an empty folder")
+    for file in files:
+        for i, row in _file_rows(file, fmt or _SUFFIX_FORMATS[file.suffix.lower()]):
+            yield i, row, file.name
+
+
+def _file_rows(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
+    if fmt == "parquet":
+        return enumerate(pq.read_table(path).to_pylist())
+    if path.suffix.lower() == ".json" and _starts_with(path, b"["):
+        return _json_array_rows(path)
+    return _jsonl_rows(path)
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")  # a UTF-8 BOM, whitespace
+    return head.startswith(prefix)
+
+
+def _json_array_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """A JSON array of rows, numbered from 1; a file that is not valid JSON is one `invalid_json` row (or
+    `undecodable`), as a bad line would be: its rows cannot be told apart."""
+    data = path.read_bytes()
+    try:
+        rows = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        yield 1, _BadRow(data[:10_000].decode("utf-8", "replace"), "undecodable", str(exc))
+        return
+    except json.JSONDecodeError as exc:
+        yield 1, _BadRow(data[:10_000].decode("utf-8", "replace"), "invalid_json", f"the JSON array: {exc}")
+        return
+    yield from enumerate(rows, start=1)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -152,7 +214,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig")  # -sig: a BOM at the file's start is not part of the row
             except UnicodeDecodeError as exc:
                 yield line_no, _BadRow(raw.decode("utf-8", "replace"), "undecodable", str(exc))
                 continue

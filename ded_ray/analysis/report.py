@@ -54,7 +54,7 @@ def build_report(run: RunDir) -> str:
         _summary(manifest, evals),
         _smoke(manifest.get("smoke")),
         _eval(evals),
-        _funnel(rows),
+        _funnel(rows, manifest),
         _histograms(rows, manifest),
         _trajectories(rows),
         _timings(manifest),
@@ -158,9 +158,22 @@ def _eval(evals: dict) -> str:
     return f"<h2>Student before and after</h2><table>{head}{''.join(rows)}</table>"
 
 
-def _funnel(rows: pd.DataFrame) -> str:
-    if rows.empty:
+def _input_rows(manifest: dict) -> str:
+    """The first stage's count: every input row of the problem sources, kept as a problem or rejected."""
+    stats = manifest.get("stages", {}).get(plan.PROBLEMS.name)
+    if not stats:
         return ""
+    rejected = stats.get("rejected") or {}
+    reasons = ", ".join(f"{html.escape(r)} {n}" for r, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
+    return (f"<p>Problems read: <b>{stats['rows']}</b> input rows = <b>{stats['kept']}</b> problems + "
+            f"{sum(rejected.values())} rejected{f' ({reasons})' if reasons else ''}; rejected rows are under "
+            f"<code>rejected/{plan.PROBLEMS.name}/&lt;reason&gt;/</code>.</p>")
+
+
+def _funnel(rows: pd.DataFrame, manifest: dict) -> str:
+    inputs = _input_rows(manifest)
+    if rows.empty:
+        return f"<h2>Curation funnel</h2>{inputs}" if inputs else ""
     funnel = build_funnel(rows)
     domains = sorted({r["domain"] for r in funnel.table3})
     cells = {(r["domain"], r["level"]): f"{r['rows']} / {r['questions']}" for r in funnel.table3}
@@ -170,7 +183,7 @@ def _funnel(rows: pd.DataFrame) -> str:
     reasons = "".join(f"<tr><td>{html.escape(r['stage'])}</td><td>{html.escape(str(r['reason']))}</td>"
                       f"<td>{r['rows']}</td><td>{r['questions']}</td></tr>" for r in funnel.by_reason)
     return ("<h2>Curation funnel (as the paper's Table 3)</h2>"
-            f"<table>{head}{body}</table><p class='muted'>{funnel.total} trajectories = {funnel.corpus} in the "
+            f"{inputs}<table>{head}{body}</table><p class='muted'>{funnel.total} trajectories = {funnel.corpus} in the "
             f"corpus + {funnel.rejected} rejected:</p><table><tr><th>stage</th><th>reason</th><th>rows</th>"
             f"<th>questions</th></tr>{reasons}</table>")
 
