@@ -40,6 +40,9 @@ def init_ray(config: RayConfig, models: ModelsConfig | None = None) -> None:
     if address == "local" and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
     if address == "local":
+        # Ray 2.60 announces at WARNING, on every local start, whether token auth is on; this Ray binds to
+        # 127.0.0.1 and the choice stays the user's (RAY_AUTH_MODE, ~/.ray/auth_token): not news each run
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(
             num_cpus=config.num_cpus or os.cpu_count(),
             include_dashboard=config.dashboard,
@@ -99,6 +102,8 @@ def quiet_ray_data() -> None:
     """
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    # ...which Ray Data then announces as a WARNING ("Progress bars disabled...") on the first execution
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     detectors = ctx.issue_detectors_config.detectors
     ctx.issue_detectors_config.detectors = [d for d in detectors if d.__name__ != "HighMemoryIssueDetector"]
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -341,14 +342,21 @@ class HFEngine:
     ):
         if endpoint is not None:
             raise ValueError(f"the hf engine runs a local model; teacher endpoint {endpoint!r} needs `rollout.engine: openai`")
-        return ds.map_batches(
-            self.generator_cls,
-            fn_constructor_kwargs=generator_kwargs(model, sampling, config),
-            compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
-            num_cpus=config.num_cpus_per_actor,
-            num_gpus=config.num_gpus_per_actor,
-            batch_size=config.batch_size,
-            batch_format="pandas",
-            max_restarts=MAX_ACTOR_RESTARTS,
-            max_task_retries=MAX_ACTOR_RESTARTS,
-        )
+        from ray.util.annotations import RayDeprecationWarning
+
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates bare remote args (and `ray_remote_args_fn`) with no named parameter for actor
+            # restarts; without them Ray Data restarts a crashing actor forever. Kept, and the warning it
+            # prints at every engine stage silenced here, until Ray 2.64 says how to bound restarts.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=RayDeprecationWarning)
+            return ds.map_batches(
+                self.generator_cls,
+                fn_constructor_kwargs=generator_kwargs(model, sampling, config),
+                compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
+                num_cpus=config.num_cpus_per_actor,
+                num_gpus=config.num_gpus_per_actor,
+                batch_size=config.batch_size,
+                batch_format="pandas",
+                max_restarts=MAX_ACTOR_RESTARTS,
+                max_task_retries=MAX_ACTOR_RESTARTS,
+            )

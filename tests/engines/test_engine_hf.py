@@ -142,6 +142,19 @@ def test_unknown_engine_kwargs_are_ignored_and_known_ones_reach_the_actor(tiny, 
 
 # --- engine tier: the real model, Ray actors ---------------------------------------------------------------
 
+def test_building_the_engine_stage_prints_no_ray_deprecation_warning(ray_local):
+    """The bounded actor restarts are a deprecated bare remote arg in Ray 2.60, silenced where they are passed."""
+    import warnings
+
+    import ray.data
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        HFEngine().generate(ray.data.from_items([{"x": 1}]), "smollm2-135m", SamplingConfig(), RolloutConfig())
+    assert [str(w.message) for w in caught if issubclass(w.category, RayDeprecationWarning)] == []
+
+
 @pytest.mark.engine
 def test_20_questions_x_4_samples_with_smollm2_give_80_distinct_rows(ray_local):
     model = "smollm2-135m"
