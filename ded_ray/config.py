@@ -59,6 +59,9 @@ class GeneratedProblems(Section):
     families: list[str] = Field(default_factory=lambda: ["add_1digit", "mul_1digit"])
     per_family: int = 20
     seed: int = 0
+    # Sources none of whose questions this set may contain (e.g. the held-out benchmark): the set is drawn
+    # around them, so training and evaluation are disjoint by construction, not by luck.
+    exclude: list["ProblemSource"] = Field(default_factory=list)
 
 
 class ProblemSource(Section):
@@ -83,6 +86,9 @@ class ProblemSource(Section):
         if (self.path is None) == (self.generated is None):
             raise ValueError("a problem source needs exactly one of `path` or `generated`")
         return self
+
+
+GeneratedProblems.model_rebuild()
 
 
 class ProblemsConfig(Section):

@@ -54,7 +54,9 @@ def read_problems(source: ProblemSource) -> tuple[pd.DataFrame, pd.DataFrame]:
         from ded_ray.generated import generate_problems
 
         g = source.generated
-        raw_rows = ((i, row, None) for i, row in enumerate(generate_problems(g.families, g.per_family, g.seed)))
+        excluded = {q for other in g.exclude for q in read_problems(other)[0][S.QUESTION]}
+        rows = generate_problems(g.families, g.per_family, g.seed, exclude=excluded)
+        raw_rows = ((i, row, None) for i, row in enumerate(rows))
     else:
         raw_rows = _raw_rows(source)
 

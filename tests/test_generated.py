@@ -70,3 +70,17 @@ def test_bad_arguments_name_the_problem():
         generate_problems(["add_3digit"], 1, 0)
     with pytest.raises(ValueError, match="distinct questions"):
         generate_problems(["add_1digit"], 82, 0)  # only 9 * 9 = 81 exist
+
+
+def test_the_demos_training_questions_are_drawn_around_its_held_out_ones():
+    from ded_ray.config import load_config
+    from ded_ray.io import read_problems
+
+    config = load_config()  # the embedded demo
+    training, _ = read_problems(config.problems.sources[0])
+    heldout, _ = read_problems(config.eval.benchmarks[0].source)
+    assert len(training) == 48 and len(heldout) == 20
+    assert not set(training[S.QUESTION]) & set(heldout[S.QUESTION])
+    # a smaller held-out set (a test's override) is still the one excluded: the YAML anchor is shared
+    small = load_config(None, ["eval.benchmarks.0.source.generated.per_family=2"])
+    assert small.problems.sources[0].generated.exclude[0] == small.eval.benchmarks[0].source

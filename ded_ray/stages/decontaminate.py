@@ -8,8 +8,9 @@ of words:
 - the shorter has `min_words` (default 8) ≤ m < `n` words: the shorter appears whole, word for word, in the other
   (a short question cannot share a 13-gram, but "what is the smallest prime greater than 100" inside an
   eval problem is still a leak);
-- otherwise (fewer than `min_words` words): only identical normalised texts match — a 3-word question
-  matching any eval item that contains those 3 words would be noise.
+- otherwise (fewer than `min_words` words): only identical texts match — a 3-word question matching any eval
+  item that contains those 3 words would be noise. Identical here keeps the symbols between the words
+  (`symbol_tokens`): "What is 1 * 5?" and "What is 1 + 5?" have the same words, not the same question.
 
 Contaminated rows are rejected with reason `contaminated`; the detail names the first matching eval item
 (`source/problem_id`) and the shared words.
@@ -33,6 +34,15 @@ WORD = re.compile(r"[^\W_]+")
 def normalize_words(text: str) -> tuple[str, ...]:
     """The words of `text` after NFKC and lower-casing (letters and digits only)."""
     return tuple(WORD.findall(unicodedata.normalize("NFKC", text or "").lower()))
+
+
+# Words, and the operators that change what a short question asks; `$`, braces and punctuation still drop out.
+SYMBOL_TOKEN = re.compile(r"[^\W_]+|[-+*/=^<>×÷·%]")
+
+
+def symbol_tokens(text: str) -> tuple[str, ...]:
+    """Words and operators, NFKC and lower-cased: spacing, LaTeX delimiters and punctuation drop out."""
+    return tuple(SYMBOL_TOKEN.findall(unicodedata.normalize("NFKC", text or "").lower()))
 
 
 def ngrams(words: tuple[str, ...], n: int):
@@ -62,12 +72,15 @@ class EvalIndex:
             item_id = f"{sources.iloc[i]}/{pid}" if sources is not None else pid
             self.items.append((item_id, normalize_words(question)))
         self.exact: dict[tuple[str, ...], str] = {}
+        self.exact_short: dict[tuple[str, ...], str] = {}  # items under min_words, by their symbol tokens
         self.grams: dict[tuple[str, ...], str] = {}
         self.short: dict[int, dict[tuple[str, ...], str]] = {}  # length -> whole short eval item -> id
-        for item_id, words in self.items:
+        for (item_id, words), question in zip(self.items, items[S.QUESTION]):
             if not words:
                 continue
             self.exact.setdefault(words, item_id)
+            if len(words) < self.min_words:
+                self.exact_short.setdefault(symbol_tokens(question), item_id)
             if len(words) >= n:
                 for gram in ngrams(words, n):
                     self.grams.setdefault(gram, item_id)
@@ -91,7 +104,11 @@ class EvalIndex:
         m = len(words)
         if m == 0:
             return None
-        if words in self.exact:
+        if m < self.min_words:  # short: identical, symbols included, or a short eval item inside it (below)
+            tokens = symbol_tokens(text)
+            if tokens in self.exact_short:
+                return self.exact_short[tokens], " ".join(tokens)
+        elif words in self.exact:
             return self.exact[words], " ".join(words)
         if m >= self.n:
             for gram in ngrams(words, self.n):

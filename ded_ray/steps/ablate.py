@@ -1,7 +1,8 @@
 """`ded ablate`: train the student on the rows of each Table 3 level and compare (the paper's Table 3).
 
 One arm per level of the plan (`plan.LEVELS`: all, right, right-hard, right-hard-diverse, corpus), each the
-kept rows of the stage that closes the level — the very rows the funnel counts at that level — plus
+kept rows of the stage that closes the level — the very rows the funnel counts at that level, less those
+whose question the decontamination stage would reject (the same evaluation items and n-gram rule) — plus
 `random`: as many trajectories as the corpus, drawn at random (seeded) from `right`, the control that says
 whether the selection, not only the smaller size, made the difference.
 
@@ -22,7 +23,9 @@ from ded_ray.evaluate import format_table
 from ded_ray.log import log
 from ded_ray.rundir import RunDir
 from ded_ray.rundir.runner import kept_rows
+from ded_ray.stages.decontaminate import EvalIndex
 from ded_ray.stages.to_sft import build_corpus
+from ded_ray.steps.curate import eval_items
 from ded_ray.steps.evaluate import base_scores
 from ded_ray.steps.student import train_and_evaluate
 
@@ -31,17 +34,28 @@ RANDOM = "random"
 CONTROL_POOL = "right"  # the level the random control is drawn from
 
 
-def arm_rows(run: RunDir, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """The training rows of every arm, from the run's completed stages."""
+def arm_rows(run: RunDir, seed: int = 0, eval_index: EvalIndex | None = None) -> dict[str, pd.DataFrame]:
+    """The training rows of every arm, from the run's completed stages.
+
+    With `eval_index` every arm is decontaminated the way the corpus is: the levels before the
+    decontamination stage (all, right, right-hard, right-hard-diverse) would otherwise train on evaluation
+    questions that the corpus, and so the control it is compared with, never saw."""
     rows = {}
     for level in plan.LEVELS:
         stage_dir = run.stage(plan.level_stage(level))
         if not stage_dir.is_complete():
             raise ValueError(f"ablation needs a finished run: stage {stage_dir.path} is not complete (run `ded run` first)")
-        rows[level] = kept_rows(stage_dir.read()).to_pandas()
+        rows[level] = _clean(kept_rows(stage_dir.read()).to_pandas(), eval_index)
     size, pool = len(rows[plan.LEVELS[-1]]), rows[CONTROL_POOL]
     rows[RANDOM] = pool.sample(n=min(size, len(pool)), random_state=seed) if size else pool.head(0)
     return rows
+
+
+def _clean(rows: pd.DataFrame, eval_index: EvalIndex | None) -> pd.DataFrame:
+    if eval_index is None or rows.empty:
+        return rows
+    contaminated = rows[S.QUESTION].map(lambda q: eval_index.match(q) is not None)
+    return rows[~contaminated].reset_index(drop=True)
 
 
 def identical_arm(arm: str, arms: dict[str, pd.DataFrame]) -> str | None:
@@ -65,7 +79,9 @@ def ablate(run: RunDir, config: DEDConfig, only: list[str] | None = None) -> dic
         raise ValueError(f"unknown ablation arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
     results: dict[str, dict] = {}
     base = base_scores(run, config)
-    arms = {arm: rows for arm, rows in arm_rows(run, seed=config.run.seed).items() if not only or arm in only}
+    items, cfg = eval_items(config), config.curate.decontaminate
+    index = EvalIndex(items, cfg.ngram, cfg.min_words) if not items.empty else None
+    arms = {arm: rows for arm, rows in arm_rows(run, config.run.seed, index).items() if not only or arm in only}
     for arm, rows in arms.items():
         twin = identical_arm(arm, arms)
         if twin is not None:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig
+from ded_ray.errors import UserError
 from ded_ray.io import read_all_problems
 from ded_ray.log import log
 from ded_ray.models import resolve_model
@@ -21,7 +22,7 @@ from ded_ray.plan import StageSpec
 from ded_ray.ray_helpers import actor_pool
 from ded_ray.rundir import RunDir, StageResult, run_stage
 from ded_ray.stages.base import mark_rejected
-from ded_ray.stages.decontaminate import DecontaminateStage
+from ded_ray.stages.decontaminate import DecontaminateStage, EvalIndex
 from ded_ray.stages.diversity import DiversityStage
 from ded_ray.stages.mix import OVER_QUOTA, MixStage
 from ded_ray.stages.pass_rate import PassRateStage, student_pass_rates
@@ -158,8 +159,26 @@ def _reject_surplus(batch: pd.DataFrame, surplus: dict[str, str]) -> pd.DataFram
     return mark_rejected(batch.copy(), detail.notna(), OVER_QUOTA, detail)
 
 
+def check_disjoint(config: DEDConfig, mixed: StageResult) -> None:
+    """Fail the run when an evaluation question is still among the corpus's questions after decontamination
+    (a reused stage from before a benchmark was added, say): a held-out score would then measure recall."""
+    items = eval_items(config)
+    if items.empty or not mixed.kept:
+        return
+    cfg = config.curate.decontaminate
+    index = EvalIndex(items, cfg.ngram, cfg.min_words)
+    questions = pd.unique(mixed.table(columns=[S.QUESTION])[S.QUESTION].to_pandas())
+    leaks = [(q, hit[0]) for q in questions if (hit := index.match(q)) is not None]
+    if leaks:
+        shown = "; ".join(f"{q!r} ~ {item}" for q, item in leaks[:3])
+        raise UserError(f"{len(leaks)} corpus question(s) are evaluation items after decontamination ({shown}). "
+                        f"Fix: delete {plan.DECONTAMINATE.folder}/ and the stage folders after it in {mixed.run.uri} "
+                        "to redo them, or exclude the benchmark's questions from the problems")
+
+
 def write_corpus(run: RunDir, config: DEDConfig, mixed: StageResult) -> str:
     """corpus.parquet from the final stage's kept rows (streamed batch by batch); returns its path."""
+    check_disjoint(config, mixed)
     path = run.file(CORPUS_FILE)
     sampling = {t.name: t.sampling.model_dump() for t in config.teachers}
     rows = questions = 0

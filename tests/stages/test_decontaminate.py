@@ -72,6 +72,7 @@ def test_short_questions_use_the_whole_normalised_question():
     assert index.match("What is the smallest prime greater than 100?")[0] == "e1"
     # Fewer than min_words: only an identical text matches.
     assert index.match("compute 2 + 3")[0] == "e2"
+    assert index.match("Compute $2-3$.") is None and index.match("compute 2 * 3") is None  # other operator
     assert index.match("Compute 2+3 and then 4") is None
     assert index.match("what is the smallest prime")[0] == "e1"  # 5 words = min_words: a run of e1
     assert index.match("what is the smallest") is None  # 4 words: would need to equal an item

@@ -28,6 +28,23 @@ def test_arms_follow_the_curation_funnel(tmp_path):
     assert ids[RANDOM] <= ids["right"] and len(arms[RANDOM]) == SIZES["corpus"]
 
 
+def test_every_arm_is_decontaminated_like_the_corpus(tmp_path):
+    """An evaluation question among the training rows leaves every arm, the early levels and the control
+    included, under the decontamination stage's rule (exact operators for short questions)."""
+    import pandas as pd
+
+    from ded_ray.stages.decontaminate import EvalIndex
+
+    run = write_curated_run(str(tmp_path))
+    index = EvalIndex(pd.DataFrame({S.PROBLEM_ID: ["e1"], S.QUESTION: ["what is 1+2 ?"]}))  # = q1's sample 2
+    clean = arm_rows(run, eval_index=index)
+    for arm, rows in arm_rows(run).items():
+        if arm != RANDOM:  # the control is drawn again from the smaller pool
+            assert set(rows[S.ROLLOUT_ID]) - set(clean[arm][S.ROLLOUT_ID]) == {"q1#t#2"} & set(rows[S.ROLLOUT_ID]), arm
+    assert set(clean[RANDOM][S.ROLLOUT_ID]) <= set(clean["right"][S.ROLLOUT_ID]) - {"q1#t#2"}
+    assert len(clean["all"]) == SIZES["all"] - 1 and len(clean["right-hard"]) == SIZES["right-hard"] - 1
+
+
 def test_each_table3_label_names_one_row_set_in_the_funnel_and_the_arms(tmp_path):
     run = write_curated_run(str(tmp_path))
     arms = arm_rows(run)

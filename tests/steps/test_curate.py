@@ -110,3 +110,14 @@ def test_pipeline_curate_corpus_is_the_same_chain_and_resumes_it(curated, capsys
     err = capsys.readouterr().err
     after_correctness = [s for s in plan.CURATION if s.number > plan.CORRECTNESS.number]
     assert "rows/s" not in err and err.count("complete: reusing") == len(after_correctness)
+
+
+def test_an_evaluation_question_left_in_the_corpus_fails_the_run(curated):
+    """Handed the rows before decontamination (q3 is a held-out question), the corpus writer refuses them."""
+    from ded_ray.errors import UserError
+    from ded_ray.steps import curate
+
+    run, config, *_ = curated
+    diverse = run_stage(run, plan.DIVERSITY, lambda _done: pytest.fail("complete: read back"))
+    with pytest.raises(UserError, match=r"1 corpus question\(s\) are evaluation items after decontamination"):
+        curate.write_corpus(run, config, diverse)
