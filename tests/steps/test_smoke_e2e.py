@@ -31,6 +31,8 @@ def test_smoke_test_ranks_teachers_and_reports_the_dead_one(tmp_path, ray_local,
         arm = by_name[name]
         assert arm["status"] == "ok" and arm["questions"] == 6 and arm["rank"] in (1, 2)
         assert 0.0 <= arm["teacher_accuracy"] <= 1.0 and arm["mean_response_tokens"] > 0
+        diagnostics = arm["diagnostics"]  # computed in a Ray task with smoke.diagnostics' resources
+        assert "error" not in diagnostics["entropy"] and "error" not in diagnostics["pca_shift"], diagnostics
         score = arm["student"]["arith-heldout"]
         assert 0.0 <= score["avg_at_k"] <= 1.0 and score["gain"] is not None
     assert summary["winner"] in ("step-1shot", "terse-1shot")
