@@ -256,6 +256,10 @@ class TrainConfig(Section):
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states in host memory (GPU runs only)
     offload_params: bool = False  # ZeRO-3 only: parameters in host memory too
     bf16: bool = False
+    # The student's stored dtype; "trained": the weights' own (fp32 master weights under DDP on CPU, bf16 under
+    # DeepSpeed bf16). Narrowing fp32 training to a bf16 base's dtype erases short fine-tunes: after 2 Adam
+    # steps at lr 5e-5, 84% of SmolLM2's weights round back to their base value.
+    export_dtype: Literal["trained", "bfloat16", "float16", "float32"] = "trained"
     gradient_checkpointing: bool = False
     # auto: flash_attention_2 on GPU when flash-attn is installed (varlen packing), else sdpa (block mask)
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"

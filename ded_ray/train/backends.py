@@ -9,7 +9,6 @@ that, and the export of the final weights as a Hugging Face folder (gathering Ze
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -216,30 +215,21 @@ def make_backend(model_path: str, config: TrainConfig, total_steps: int, device:
     return DDPBackend(model_path, config, total_steps, device, world_size)
 
 
-def saved_dtype(model_path: str) -> torch.dtype | None:
-    """The dtype the base model declares (config.json `dtype`, formerly `torch_dtype`); None if none."""
-    config = json.loads((Path(model_path) / "config.json").read_text())
-    name = config.get("dtype") or config.get("torch_dtype")
-    dtype = getattr(torch, name, None) if isinstance(name, str) else None
-    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
-
-
 def export_hf_folder(backend: Backend, model_path: str, target: str, rank: int) -> None:
     """Write the trained model to `target` (a local folder or a storage URI, replaced whole) as a Hugging Face
     folder (safetensors + tokenizer + chat template + generation config) that transformers and vLLM load
     directly. Collective (ZeRO-3 gathers); rank 0 writes.
 
-    The weights are saved in the base model's declared dtype when it is narrower than what they trained in:
-    a bf16 model trained over fp32 master weights (DDP) comes out bf16, at half the bytes; nothing is widened.
+    The weights are saved in the dtype they trained in, or `train.export_dtype` (see config.py for why a
+    bf16 base trained over fp32 master weights is not narrowed back by default).
     """
     state = backend.full_state_dict()
     if rank != 0:
         return
-    dtype = saved_dtype(model_path)
     trained = next(t.dtype for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
-    if dtype is None or dtype.itemsize >= trained.itemsize:
-        dtype = trained
-    else:
+    wanted = backend.config.export_dtype
+    dtype = trained if wanted == "trained" else getattr(torch, wanted)
+    if dtype != trained:
         state = _converted(state, dtype=dtype)
     if "://" in target:  # storage: write a local folder, then upload it
         import pyarrow.fs as pafs
