@@ -69,11 +69,15 @@ class ProblemSource(Section):
 
     `columns` maps our column names to the source's (e.g. {question: problem, problem_id: unique_id});
     `tests_format` converts a code source's tests into ours (lcb, humaneval, leetcode or native).
+    `format` is a file format, or a benchmark preset (livecodebench, codeforces, leetcode, humaneval:
+    `ded_ray/presets/`) that reads rows in that benchmark's own published format, the file by its suffix;
+    a preset source is a code source unless it sets `domain:`, and explicit `columns:` still win.
     """
 
     name: str | None = None  # the `source` column; default: the file stem or "generated"
     path: str | None = None
-    format: Literal["auto", "jsonl", "parquet", "datasets"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "datasets",
+                    "livecodebench", "codeforces", "leetcode", "humaneval"] = "auto"
     split: str | None = None  # for a saved DatasetDict
     domain: Annotated[str, AfterValidator(check_domain)] = "math"  # a key of verifiers.registry.SPECS
     columns: dict[str, str] = Field(default_factory=dict)

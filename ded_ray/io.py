@@ -10,6 +10,9 @@ A `.json` file holds one JSON array of rows (pretty-printed or not) or JSON line
 saved `datasets` folder) is read file by file, each by its suffix (`.jsonl` / `.ndjson` / `.json` /
 `.parquet`), in name order, its rejects' details prefixed with the file name. A folder with any other file
 is refused, naming it: nothing in it is skipped unseen.
+
+A preset `format:` (livecodebench, codeforces, leetcode, humaneval: `ded_ray/presets/`) reads the file as
+`auto` does and maps each row from that benchmark's own columns to ours first; explicit `columns:` still win.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import pyarrow.parquet as pq
 from ded_ray import schema as S
 from ded_ray.config import ProblemSource
 from ded_ray.errors import UserError
+from ded_ray.presets import REASONS as PRESET_REASONS
+from ded_ray.presets import Preset, PresetReject, get_preset
 from ded_ray.verifiers.registry import DOMAINS, domain_spec
 
 # Where our columns are usually found when the source names them differently (first match wins).
@@ -40,7 +45,7 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 RAW_ROW = "raw"  # rejected rows keep the source row (as JSON text) under this column
 # Every reason a problem row can be rejected for (the plan's `problems` stage declares them).
 READ_REASONS = ("undecodable", "invalid_json", "wrong_type", "missing_column", "missing_question", "bad_domain",
-                "missing_answer", "missing_tests", "bad_tests", "duplicate_id")
+                "missing_answer", "missing_tests", "bad_tests", "duplicate_id") + PRESET_REASONS
 
 
 class ProblemReadError(UserError, ValueError):
@@ -134,7 +139,8 @@ def _raw_rows(source: ProblemSource) -> RawRows:
     path = Path(source.path).expanduser()
     if not path.exists():
         raise ProblemReadError(f"problem source {source.path!r} does not exist")
-    fmt = source.format
+    chosen = "auto" if get_preset(source.format) else source.format  # a preset's file is read by its suffix
+    fmt = chosen
     if fmt == "auto":
         fmt = _detect_format(path)
     if fmt == "datasets":
@@ -143,7 +149,7 @@ def _raw_rows(source: ProblemSource) -> RawRows:
         raise ProblemReadError(f"problem source {source.path!r}: unknown format {fmt!r}")
     if not path.is_dir():
         return ((i, row, None) for i, row in _file_rows(path, fmt))
-    return _folder_rows(path, None if source.format == "auto" else fmt)
+    return _folder_rows(path, None if chosen == "auto" else fmt)
 
 
 def _detect_format(path: Path) -> str:
@@ -251,6 +257,9 @@ def _saved_dataset_table(path: Path, split: str | None) -> pa.Table:
 def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
     if not isinstance(raw, dict):
         raise _Invalid("wrong_type", f"a row must be an object, got {type(raw).__name__}")
+    preset = get_preset(source.format) if source.generated is None else None
+    if preset is not None:
+        raw, source = _from_preset(raw, source, preset)
     used: set[str] = set()
 
     def column(ours: str) -> Any:
@@ -303,6 +312,26 @@ def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
         S.SOURCE: name,
         S.META: json.dumps(meta, default=str, ensure_ascii=False),
     }
+
+
+def _from_preset(raw: dict, source: ProblemSource, preset: Preset) -> tuple[dict, ProblemSource]:
+    """The preset's row (our columns, its meta as the other keys) and the source to validate it as: a code
+    source unless it sets `domain:`; a `columns:` entry takes that column from the raw row instead."""
+    try:
+        converted = preset.convert(raw)
+    except PresetReject as exc:
+        raise _Invalid(exc.reason, exc.detail) from None
+    row = {**converted.pop("meta", {}), **converted}
+    for ours, theirs in source.columns.items():
+        if theirs not in raw:
+            raise _Invalid("missing_column", f"mapped column {theirs!r} (for {ours}) is not in the row")
+        row[ours] = raw[theirs]
+    as_native = {
+        "columns": {},
+        "tests_format": source.tests_format if S.TESTS in source.columns else "native",
+        "domain": source.domain if "domain" in source.model_fields_set else preset.domain,
+    }
+    return row, source.model_copy(update=as_native)
 
 
 def _tests_json(raw_tests: Any, fmt: str, row: dict) -> str:
