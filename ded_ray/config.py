@@ -179,7 +179,10 @@ class RolloutConfig(Section):
 
 class VerifyConfig(Section):
     math_timeout_s: float = 5.0
-    code_timeout_s: float = 10.0
+    code_timeout_s: float = 10.0  # wall-clock budget for all of one program's tests
+    # Per test (wall and CPU); 6 s is LiveCodeBench's default. A problem's meta `time_limit_s` overrides it.
+    code_test_timeout_s: float = Field(6.0, gt=0)
+    code_all_tests: bool = False  # False: stop at the first failing test (the verdict is decided by then)
     require_think: bool = False  # format_ok demands exactly one <think>...</think>
     max_tokens: int = 16384  # length_ok: counted with the student's tokenizer
     concurrency: tuple[int, int] = (1, 2)
@@ -189,7 +192,7 @@ class VerifyConfig(Section):
     judge_api_key_env: str | None = None  # env var holding the judge's API key (never the key itself)
     math_workers: int = Field(1, ge=1)  # math-verify processes per verify actor
     code_workers: int = Field(1, ge=1)  # sandboxed programs run at once per verify actor
-    code_memory_mb: int = Field(2048, ge=64)  # address space per test process
+    code_memory_mb: int = Field(2048, ge=64)  # address space per test process; meta `memory_limit_mb` overrides
     code_nproc: int = Field(64, ge=4)  # processes + threads one sandboxed program may hold
 
 

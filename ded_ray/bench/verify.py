@@ -6,11 +6,16 @@ are real MATH-500 gold answers wrapped as a model would write them when `../shar
 `$DED_SHARED_DATA`) is present, otherwise generated fractions/integers/intervals.
 
 Code: test cases/s per core and the fixed cost per run of the sandbox vs `subprocess.run` of the same
-program per test without any limits or isolation.
+program per test without any limits or isolation. On real data (when `../shared/data` is present, else
+skipped with a message): the LeetCode (rllm) reference solutions and the HumanEval canonical solutions
+through `run_tests`, against `subprocess.run` of the same program + prelude + `check(...)` as one script
+with no sandbox, the two interleaved problem by problem so load hits both alike; a test case is one
+`assert` statement of the problem's `check()` (counted in the source), the latency is per problem.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -19,15 +24,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from ded_ray.verifiers.code import run_tests
+from ded_ray.log import log
+from ded_ray.verifiers.code import convert_tests, run_tests
 from ded_ray.verifiers.math import MathVerifierPool
+from ded_ray.verifiers.sandbox_child import PRELUDE
 
 BENCH = "verify"
 
 
+def _shared_data() -> Path:
+    return Path(os.environ.get("DED_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
 def _math_golds(n: int) -> tuple[list[str], str]:
-    shared = Path(os.environ.get("DED_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-    path = shared / "math500" / "math500.jsonl"
+    path = _shared_data() / "math500" / "math500.jsonl"
     if path.is_file():
         golds = [json.loads(line)["answer"] for line in path.read_text().splitlines() if line.strip()]
         return (golds * (n // len(golds) + 1))[:n], "MATH-500 gold answers"
@@ -138,8 +148,80 @@ def _bench_code(quick: bool) -> list[dict]:
     ]
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _real_code_jobs(name: str) -> tuple[str, list[tuple[str, dict]]] | None:
+    """(label, [(program, assert test)]) of a real set, or None (with a message) when its file is absent."""
+    shared = _shared_data()
+    if name == "leetcode":
+        path = shared / "leetcode_rllm" / "leetcode_test_200.jsonl"
+        if path.is_file():
+            return "LeetCode reference", [(r["reference_solution"], convert_tests(r["tests"], "leetcode")[0])
+                                          for r in _jsonl(path)]
+    else:
+        path = shared / "humaneval" / "humaneval.jsonl"
+        if path.is_file():
+            return "HumanEval canonical", [
+                (r["prompt"] + r["canonical_solution"],
+                 convert_tests(r["test"], "humaneval", entry_point=r["entry_point"])[0]) for r in _jsonl(path)]
+    log(f"[bench verify] skipping the {name} rows: {path} not found (set DED_SHARED_DATA to the shared data)")
+    return None
+
+
+def _asserts(test_code: str) -> int:
+    return sum(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(test_code))) or 1
+
+
+def _plain_run(program: str, test: dict, script: Path) -> bool:
+    """The same program and test as one script under plain `subprocess.run`: no limits, no isolation."""
+    script.write_text(f"{PRELUDE}\n{program}\n\n{test['code']}\ncheck({test['entry_point']})\n")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, check=False,
+                          cwd=script.parent).returncode == 0
+
+
+def _bench_code_real(quick: bool) -> list[dict]:
+    rows: list[dict] = []
+    for name in ("leetcode", "humaneval"):
+        found = _real_code_jobs(name)
+        if found is None:
+            continue
+        label, jobs = found
+        jobs = jobs[::5] if quick else jobs
+        cases = sum(_asserts(test["code"]) for _, test in jobs)
+        base_ms, sandbox_ms, base_ok, verdicts = [], [], 0, []
+        with tempfile.TemporaryDirectory() as tmp:
+            script = Path(tmp) / "solution.py"
+            for program, test in jobs:  # interleaved: both see the same load
+                started = time.perf_counter()
+                base_ok += _plain_run(program, test, script)
+                base_ms.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                verdicts.append(run_tests(program, [test]))
+                sandbox_ms.append((time.perf_counter() - started) * 1000)
+        base_rate, rate = cases / (sum(base_ms) / 1000), cases / (sum(sandbox_ms) / 1000)
+        plain = f"code {label}, subprocess.run (no sandbox)"
+        sandbox = f"code {label}, sandbox run_tests"
+        correct = sum(v.status == "correct" for v in verdicts)
+        failed = sorted({v.status for v in verdicts if v.status != "correct"})
+        rows += [
+            {"benchmark": BENCH, "case": plain, "metric": "test_cases_per_s_per_core", "value": base_rate,
+             "unit": "1/s", "note": f"{len(jobs)} problems, {cases} asserts; {base_ok}/{len(jobs)} exit 0"},
+            {"benchmark": BENCH, "case": plain, "metric": "p99_latency_per_problem", "value": _p99(base_ms),
+             "unit": "ms", "note": f"median {sorted(base_ms)[len(base_ms) // 2]:.0f} ms"},
+            {"benchmark": BENCH, "case": sandbox, "metric": "test_cases_per_s_per_core", "value": rate,
+             "unit": "1/s", "baseline": plain, "ratio": rate / base_rate,
+             "note": f"{correct}/{len(jobs)} correct" + (f" (others: {', '.join(failed)})" if failed else "")},
+            {"benchmark": BENCH, "case": sandbox, "metric": "p99_latency_per_problem", "value": _p99(sandbox_ms),
+             "unit": "ms", "baseline": plain, "ratio": _p99(sandbox_ms) / _p99(base_ms),
+             "note": f"median {sorted(sandbox_ms)[len(sandbox_ms) // 2]:.0f} ms"},
+        ]
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
-    return _bench_math(quick) + _bench_code(quick)
+    return _bench_math(quick) + _bench_code(quick) + _bench_code_real(quick)
 
 
 if __name__ == "__main__":

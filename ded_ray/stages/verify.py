@@ -3,9 +3,11 @@
 Reads rollout rows; writes `verdict`, `verdict_detail`, `extracted_answer`, `format_ok`, `length_ok`,
 `verify_ms`. Dispatch by `domain` through `verifiers.registry`: a domain verified by `math` (math,
 science) → `verify_math` against `answer` (in a pool of killable math-verify processes); by `code` →
-`run_tests` in the sandbox with `json.loads(tests)`. A row whose rollout failed (`error` set) gets verdict
-`error` with that reason. Nothing is dropped or rejected here: every row keeps its status, and the
-correctness stage turns labels into rejections with reasons.
+`run_tests` in the sandbox with `json.loads(tests)` and the row's `meta` (its `time_limit_s` /
+`memory_limit_mb` override the configured per-test limits; no `meta` column, or an empty one, leaves the
+config's). A row whose rollout failed (`error` set) gets verdict `error` with that reason. Nothing is
+dropped or rejected here: every row keeps its status, and the correctness stage turns labels into
+rejections with reasons.
 
 Used as `verify_rows(ds, cfg.verify, tokenizer)` (a pool of CPU actors over a Ray Dataset), or called
 directly on a pandas DataFrame.
@@ -63,8 +65,8 @@ class VerifyStage(Stage):
             config = VerifyConfig.model_validate(config)
         self.config = config
         self.pool = MathVerifierPool(workers=config.math_workers, timeout_s=config.math_timeout_s)
-        self.limits = SandboxLimits(timeout_s=config.code_timeout_s, memory_mb=config.code_memory_mb,
-                                    nproc=config.code_nproc)
+        self.limits = SandboxLimits(timeout_s=config.code_timeout_s, test_timeout_s=config.code_test_timeout_s,
+                                    memory_mb=config.code_memory_mb, nproc=config.code_nproc)
         self.tokenizer = self._load_tokenizer(tokenizer)
         self.judge = None
         if config.judge_endpoint:
@@ -104,7 +106,7 @@ class VerifyStage(Stage):
                                              verdict.extracted_answer, verdict.elapsed_ms)
         return out
 
-    def _verify_code_row(self, response: Any, tests: Any) -> Verdict:
+    def _verify_code_row(self, response: Any, tests: Any, meta: Any = None) -> Verdict:
         if _missing(tests) or (isinstance(tests, str) and not tests.strip()):
             return Verdict(ERROR, "code row has no tests")
         try:
@@ -112,16 +114,18 @@ class VerifyStage(Stage):
         except ValueError as exc:
             return Verdict(ERROR, f"tests column is not JSON: {exc}")
         return run_tests(response if isinstance(response, str) else "", parsed, self.config.code_timeout_s,
-                         limits=self.limits)
+                         limits=self.limits, meta=None if _missing(meta) else meta,
+                         all_tests=self.config.code_all_tests)
 
     def _verify_code(self, rows: pd.DataFrame) -> dict[Any, Verdict]:
         if rows.empty:
             return {}
         if S.TESTS not in rows:
             raise StageError(f"stage {self.name!r}: code rows need the {S.TESTS!r} column (JSON test list)")
-        pairs = list(zip(rows[S.RESPONSE], rows[S.TESTS]))
+        metas = rows[S.META] if S.META in rows else [None] * len(rows)
+        jobs = list(zip(rows[S.RESPONSE], rows[S.TESTS], metas))
         with ThreadPoolExecutor(max_workers=self.config.code_workers) as threads:
-            verdicts = list(threads.map(lambda p: self._verify_code_row(*p), pairs))
+            verdicts = list(threads.map(lambda job: self._verify_code_row(*job), jobs))
         return dict(zip(rows.index, verdicts))
 
     # --- flags -----------------------------------------------------------------------------------------

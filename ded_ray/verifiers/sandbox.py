@@ -2,8 +2,9 @@
 
 `run_sandboxed(code, tests, limits)` starts `sandbox_child.py` (see its docstring for the confinement
 steps) in a fresh temporary directory with a scrubbed environment, gives it `limits.timeout_s` for all
-tests plus a small start-up grace, kills its whole process group on overrun, and always removes the
-directory. It returns the runner's report (per-test results and the isolation it achieved) as a dict.
+tests (each at most `limits.test_timeout_s`, enforced by the runner) plus a small start-up grace, kills its
+whole process group on overrun, and always removes the directory. It returns the runner's report
+(per-test results and the isolation it achieved) as a dict.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ CHILD = Path(__file__).with_name("sandbox_child.py")
 STARTUP_GRACE_S = 3.0  # interpreter start + namespace set-up, on top of the tests' own time budget
 
 
+# LiveCodeBench's per-test limit (`--timeout`, default 6 s in lcb_runner/runner/parser.py, a signal.alarm
+# around each test's call): a program LCB accepts is not timed out here by a tighter default.
+DEFAULT_TEST_TIMEOUT_S = 6.0
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     timeout_s: float = 10.0  # wall clock for all tests of one program
-    cpu_s: float | None = None  # CPU seconds per test process; None = timeout_s
+    test_timeout_s: float | None = DEFAULT_TEST_TIMEOUT_S  # wall clock per test; None = only timeout_s
+    cpu_s: float | None = None  # CPU seconds per test process; None = the per-test wall limit
     memory_mb: int = 2048  # address space per test process
     fsize_mb: int = 64  # largest file (and stdout) a test may write
     tmpfs_mb: int = 128  # size of the private work directory (when a mount namespace is available)
@@ -86,8 +93,11 @@ def _exposed_dirs() -> list[str]:
     return sorted(os.path.realpath(p) for p in paths)
 
 
-def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxLimits()) -> dict:
+def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxLimits(),
+                  all_tests: bool = False) -> dict:
     """Run `code` against `tests` in the sandbox; the runner's report plus `wall_ms` and `host_timeout`.
+
+    The runner stops at the first test that does not pass unless `all_tests`.
 
     Never raises for anything the program does. On a wall-clock overrun the report is
     `{"host_timeout": True, ...}`; if the runner itself fails, `{"runner_error": "..."}`.
@@ -99,7 +109,9 @@ def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxL
         "tests": tests,
         "workdir": workdir,
         "timeout_s": limits.timeout_s,
-        "cpu_s": limits.cpu_s or limits.timeout_s,
+        "test_timeout_s": limits.test_timeout_s,
+        "cpu_s": limits.cpu_s or min(limits.test_timeout_s or limits.timeout_s, limits.timeout_s),
+        "all_tests": all_tests,
         "memory_mb": limits.memory_mb,
         "fsize_mb": limits.fsize_mb,
         "tmpfs_mb": limits.tmpfs_mb,

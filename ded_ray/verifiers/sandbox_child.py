@@ -19,12 +19,13 @@ named in `isolation_missing`):
    touching other runs, and no root-owned file is writable; started as a normal user, it enters a user
    namespace instead and caps NPROC at its current process count plus the limit.
 4. per test child: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, no core files, its own process
-   group, stdin from a file, stdout/stderr to files, every other descriptor closed, no_new_privs.
+   group, stdin from a file, stdout/stderr to files, every other descriptor closed, no_new_privs; killed at
+   its wall-clock deadline (`test_timeout_s`, or what is left of the problem's `timeout_s` if sooner).
 
 The host side adds: a scrubbed environment (HOME and TMPDIR = the work directory) and a wall-clock limit
 that kills the whole process group.
 
-Also imported by `code.py` for `compare_stdout` / `compare_values` (LiveCodeBench-style output comparison).
+`compare_stdout` / `compare_values` follow LiveCodeBench's grader exactly (see the comment above them).
 """
 
 from __future__ import annotations
@@ -41,60 +42,58 @@ import time
 import traceback
 from decimal import Decimal, InvalidOperation
 
-# --- output comparison (LiveCodeBench style) -----------------------------------------------------------
+# --- output comparison (LiveCodeBench's rules) ---------------------------------------------------------
+#
+# Mirrors lcb_runner/evaluation/testing_util.py (LiveCodeBench/LiveCodeBench @ 15808c7), so a verdict here
+# is the verdict LiveCodeBench's own grader gives:
+# - stdout (`grade_stdio` + `get_stripped_lines` + `convert_line_to_decimals`): both texts are `strip()`ped,
+#   split on "\n" only (a "\r\n" line keeps its "\r" until the line's own strip removes it; a lone "\r"
+#   does not split), and each line stripped; the line counts must match (blank lines inside count). A line
+#   passes when equal as text, else when both lines parse token by token (`split()`) as `Decimal` and the
+#   lists are equal: `1.0` == `1` and `1e3` == `1000`, but there is NO float tolerance
+#   (`0.30000000000000004` != `0.3`), and a line with any non-number token must match exactly (`a  b` !=
+#   `a b`). A signalling NaN (`sNaN`) raises in the comparison, as it does in theirs (their harness then
+#   reports "Error during testing"); ours reports `error`.
+# - return values (`grade_call_based`): a returned tuple becomes a list (top level only: `[(1, 2)]` !=
+#   `[[1, 2]]`), then plain `==` with the JSON-decoded expected value: `1 == 1.0`, `True == 1`, no float
+#   tolerance.
+# Where ours differs (not comparison rules): a blank line in a functional test's input is skipped (theirs
+# fails to parse it); a stdin program's non-zero `sys.exit` is `wrong` (theirs swallows every SystemExit);
+# a result whose comparison raises is `wrong` when the program's own type raised it (theirs: runtime error).
 
-FLOAT_REL_TOL = 1e-6  # tokens written with a '.' or an exponent compare with this relative tolerance
-FLOAT_ABS_TOL = 1e-9
+
+def _stripped_lines(text: str) -> list[str]:
+    """LCB `get_stripped_lines`."""
+    return [line.strip() for line in text.strip().split("\n")]
 
 
-def _tokens_equal(got: str, want: str) -> bool:
-    if got == want:
-        return True
+def _decimals(line: str) -> list[Decimal] | None:
+    """LCB `convert_line_to_decimals`: the line's tokens as Decimals, or None when one is not a number."""
     try:
-        a, b = Decimal(got), Decimal(want)
+        return [Decimal(token) for token in line.split()]
     except (InvalidOperation, ValueError):
-        return False
-    if a == b:
-        return True
-    # Tolerance only for real-valued tokens: "1000000" vs "1000001" must stay different.
-    if any(c in token for token in (got, want) for c in ".eE"):
-        fa, fb = float(a), float(b)
-        return math.isclose(fa, fb, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
-    return False
+        return None
 
 
 def compare_stdout(got: str, want: str) -> tuple[bool, str]:
-    """Whitespace-tolerant, line-by-line comparison; numbers compare as decimals (floats with tolerance)."""
-    got_lines = [line.strip() for line in got.strip().splitlines()]
-    want_lines = [line.strip() for line in want.strip().splitlines()]
+    """(passed, why not) by LiveCodeBench's stdout rules (see above); `why` is short and bounded."""
+    got_lines, want_lines = _stripped_lines(got), _stripped_lines(want)
     if len(got_lines) != len(want_lines):
         return False, f"expected {len(want_lines)} lines, got {len(got_lines)}"
     for n, (g, w) in enumerate(zip(got_lines, want_lines)):
         if g == w:
             continue
-        gt, wt = g.split(), w.split()
-        if len(gt) != len(wt) or not all(_tokens_equal(a, b) for a, b in zip(gt, wt)):
+        got_numbers, want_numbers = _decimals(g), _decimals(w)
+        if got_numbers is None or want_numbers is None or got_numbers != want_numbers:
             return False, f"line {n + 1}: expected {w[:80]!r}, got {g[:80]!r}"
     return True, ""
 
 
 def compare_values(got, want) -> bool:
-    """Return-value comparison: tuples as lists (JSON has no tuples), floats with tolerance."""
+    """LiveCodeBench's call-based rule: a tuple result as a list, then `==` (no tolerance, see above)."""
     if isinstance(got, tuple):
         got = list(got)
-    if isinstance(want, tuple):
-        want = list(want)
-    if isinstance(got, bool) or isinstance(want, bool):
-        return got is want or (type(got) is type(want) and got == want)
-    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
-        if isinstance(got, float) or isinstance(want, float):
-            return math.isclose(got, want, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
-        return got == want
-    if isinstance(got, list) and isinstance(want, list):
-        return len(got) == len(want) and all(compare_values(a, b) for a, b in zip(got, want))
-    if isinstance(got, dict) and isinstance(want, dict):
-        return got.keys() == want.keys() and all(compare_values(got[k], want[k]) for k in got)
-    return got == want
+    return bool(got == want)
 
 
 # --- confinement ---------------------------------------------------------------------------------------
@@ -472,8 +471,10 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
-    """Fork a child for one prepared test (`prepare_test`); turn what it did into {status, detail, ms}."""
+def run_one(job: dict, index: int, test: dict, deadline: float, limit: str = "") -> dict:
+    """Fork a child for one prepared test (`prepare_test`); turn what it did into {status, detail, ms}.
+
+    `deadline` (monotonic) ends the test; `limit` names the limit it stands for, for a timeout's detail."""
     workdir = job["workdir"]
     # The harness's files are opened here and unlinked at once: the program (which may `rm -rf ~`, and
     # HOME is this directory) cannot see, delete or swap them, and the parent reads through its own fds.
@@ -512,13 +513,13 @@ def run_one(job: dict, index: int, test: dict, deadline: float) -> dict:
     os.close(stdin_fd)
     os.close(stderr_fd)
     try:
-        return _judge_child(job, test, pid, read_end, write_end, stdout_fd, deadline, started)
+        return _judge_child(job, test, pid, read_end, write_end, stdout_fd, deadline, started, limit)
     finally:
         os.close(stdout_fd)
 
 
 def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int, stdout_fd: int,
-                 deadline: float, started: float) -> dict:
+                 deadline: float, started: float, limit: str) -> dict:
     os.close(write_end)
     status = _wait(pid, deadline)
     ms = (time.monotonic() - started) * 1000
@@ -529,7 +530,7 @@ def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int,
     if status is None:
         os.waitpid(pid, 0)
         os.close(read_end)
-        return {"status": "timeout", "detail": f"wall-clock limit ({job['timeout_s']:g} s for all tests)",
+        return {"status": "timeout", "detail": limit or f"wall-clock limit ({job['timeout_s']:g} s for all tests)",
                 "ms": ms}
     raw = _read_all(read_end)
     os.close(read_end)
@@ -540,7 +541,7 @@ def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int,
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig in (signal.SIGXCPU, signal.SIGKILL) and record is None:
-            return {"status": "timeout", "detail": f"CPU-time limit ({job['cpu_s']:g} s, signal {sig})",
+            return {"status": "timeout", "detail": f"CPU-time limit ({job['cpu_s']:g} s per test, signal {sig})",
                     "ms": ms}
         if sig == signal.SIGXFSZ:
             return {"status": "wrong", "detail": f"output exceeded {job['fsize_mb']} MiB", "ms": ms}
@@ -566,22 +567,33 @@ def _judge_child(job: dict, test: dict, pid: int, read_end: int, write_end: int,
 
 
 def run_all(job: dict, isolation: list[str], missing: list[str]) -> dict:
+    """Run the tests in order, each under `test_timeout_s` (wall) and `cpu_s` (CPU), all of them within
+    `timeout_s`. Stops at the first test that does not pass unless `all_tests`: the verdict is decided by
+    then, and a wrong program would otherwise spend a timeout on every remaining test. Running out of the
+    problem's budget always stops."""
     started = time.monotonic()
-    deadline = started + float(job["timeout_s"])
+    budget = float(job["timeout_s"])
+    problem_deadline = started + budget
+    per_test = job.get("test_timeout_s")
     results = []
     for index, test in enumerate(job["tests"]):
-        if time.monotonic() >= deadline:
-            results.append({"status": "timeout", "detail": "no time left for this test", "ms": 0.0})
+        now = time.monotonic()
+        if now >= problem_deadline:
+            results.append({"status": "timeout", "detail": f"no time left of {budget:g} s for all tests",
+                            "ms": 0.0})
             break
+        deadline, limit = problem_deadline, f"wall-clock limit ({budget:g} s for all tests)"
+        if per_test is not None and now + float(per_test) < problem_deadline:
+            deadline, limit = now + float(per_test), f"time limit ({float(per_test):g} s per test)"
         try:
             prepared = prepare_test(test)  # before the program runs: a broken test is an error, never wrong
         except MalformedTest as exc:
             result = {"status": "error", "detail": f"malformed test: {exc}", "ms": 0.0}
         else:
-            result = run_one(job, index, prepared, deadline)
+            result = run_one(job, index, prepared, deadline, limit)
         results.append(result)
-        if result["status"] != "passed":
-            break  # the verdict is decided; skip the remaining tests
+        if result["status"] != "passed" and not job.get("all_tests"):
+            break
     return {"results": results, "total": len(job["tests"]), "isolation": isolation,
             "isolation_missing": missing}
 

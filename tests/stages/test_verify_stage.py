@@ -79,6 +79,48 @@ def test_stage_names_itself_when_columns_are_missing(stage):
         stage(pd.DataFrame({S.DOMAIN: ["math"]}))
 
 
+def code_rows(responses, tests, metas=None) -> pd.DataFrame:
+    df = pd.DataFrame({S.DOMAIN: "code", S.TESTS: tests, S.RESPONSE: responses})
+    if metas is not None:
+        df[S.META] = metas
+    return df
+
+
+def test_code_limits_from_each_rows_meta_else_the_config():
+    stage = VerifyStage({"code_timeout_s": 10.0, "code_test_timeout_s": 2.0})
+    try:
+        loop, hog = "```python\nwhile True: pass\n```", "```python\nx = bytearray(300 * 2 ** 20)\nprint(5)\n```"
+        metas = [json.dumps({"time_limit_s": 1}), "", None, json.dumps({"memory_limit_mb": 256}), "{}"]
+        started = time.monotonic()
+        out = stage(code_rows([loop, loop, loop, hog, hog], CODE_TESTS, metas))
+        elapsed = time.monotonic() - started
+    finally:
+        stage.pool.close()
+    details = list(out[S.VERDICT_DETAIL])
+    assert list(out[S.VERDICT]) == ["timeout", "timeout", "timeout", "wrong", "correct"], details
+    assert "1 s per test" in details[0] and all("2 s per test" in d for d in details[1:3]), details
+    assert "MemoryError" in details[3] and "256 MB" in details[3] and "2048 MB" in details[4], details
+    assert elapsed < 30  # 1 + 2 + 2 s of loops, not 3 x 10 s
+    no_meta = VerifyStage({"code_test_timeout_s": 1.0})  # no meta column at all: the config's limits
+    try:
+        assert "1 s per test" in no_meta(code_rows([loop], CODE_TESTS))[S.VERDICT_DETAIL].iloc[0]
+    finally:
+        no_meta.pool.close()
+
+
+def test_code_all_tests_runs_past_the_first_failure():
+    tests = json.dumps([{"type": "stdin", "input": f"{i}\n", "output": f"{i}\n"} for i in range(4)])
+    wrong = "```python\nprint(int(input()) + (1 if input.__name__ else 0))\n```"  # wrong on every test
+    for all_tests, head in ((False, "1/4 tests run: wrong ("), (True, "4/4 tests run: wrong x4 (")):
+        stage = VerifyStage({"code_all_tests": all_tests})
+        try:
+            out = stage(code_rows([wrong], tests))
+        finally:
+            stage.pool.close()
+        assert out[S.VERDICT].iloc[0] == "wrong" and out[S.VERDICT_DETAIL].iloc[0].startswith(head), \
+            out[S.VERDICT_DETAIL].iloc[0]
+
+
 def test_format_and_length_checks():
     assert format_ok("<think>a</think>b") and format_ok("a</think>b")  # R1 template opens the block
     assert not format_ok("<think>a</think><think>b</think>c") and not format_ok("<think>a</think>")

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from ded_ray.verifiers import code as code_module
+from ded_ray.verifiers import sandbox_child
 from ded_ray.verifiers.code import convert_tests, run_tests
 
 STDIN_QID = "abc365_a"  # days in year Y
@@ -108,11 +109,21 @@ def test_stdout_comparison_failure_is_an_error(lcb):
     assert "comparing stdout" in verdict.detail and "InvalidOperation" in verdict.detail, verdict.detail
 
 
-def test_return_value_comparison_failure_is_an_error(lcb):
-    # a float expected, a 401-digit int returned: math.isclose cannot make the int a float (OverflowError)
+def test_plain_return_values_compare_like_livecodebench(lcb):
+    # Once broke our comparison (math.isclose of a 401-digit int); LiveCodeBench's plain `==` copes: wrong.
     tests = [*lcb[FUNCTIONAL_QID], {**lcb[FUNCTIONAL_QID][0], "input": "1000", "output": "0.5"}]
     assert all(t["input"] != "1000" for t in lcb[FUNCTIONAL_QID])
     program = FUNCTIONAL_PROGRAM.replace("return (1", "return 10 ** 400 if n == 1000 else (1")
     verdict = run_tests(program, tests)
-    assert verdict.status == "error", verdict.detail
-    assert f"test {len(tests) - 1}" in verdict.detail and "OverflowError" in verdict.detail, verdict.detail
+    assert verdict.status == "wrong" and f"test {len(tests) - 1}" in verdict.detail, verdict.detail
+
+
+def test_return_value_comparison_failure_is_a_harness_error(monkeypatch):
+    # `==` of plain values no longer raises on any input we know, so the comparison is made to fail here
+    # (in-process): a plain result whose comparison raises is our bug, reported as an error, not wrong.
+    def broken(got, want):
+        raise OverflowError("comparison broke")
+
+    monkeypatch.setattr(sandbox_child, "compare_values", broken)
+    record = sandbox_child._judge_value([1, 2], [1, 2])
+    assert record["ok"] is False and record["error"] is True and "OverflowError" in record["why"], record
