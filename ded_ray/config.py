@@ -116,6 +116,20 @@ class FewShotExample(Section):
     assistant: str
 
 
+def _check_domain_keys(value: Any) -> Any:
+    """A per-domain prompt setting ({math: ..., code: ...}) names known domains, or "*" for any other."""
+    if isinstance(value, dict):
+        for domain in value:
+            if domain != "*":
+                check_domain(domain)
+    return value
+
+
+# A prompt setting for every domain, or per domain (stages/prompt.py: a worked example is domain-specific).
+SystemPrompt = Annotated[str | dict[str, str] | None, AfterValidator(_check_domain_keys)]
+FewShot = Annotated[list[FewShotExample] | dict[str, list[FewShotExample]], AfterValidator(_check_domain_keys)]
+
+
 class TeacherConfig(Section):
     """A teacher = a name + a model (or endpoint) + a prompt + sampling: 'same model, other prompt' counts."""
 
@@ -123,8 +137,8 @@ class TeacherConfig(Section):
     model: str | None = None  # built-in name, local folder or cached HF id
     endpoint: str | None = None  # OpenAI-compatible base URL (…/v1); the key comes from api_key_env
     api_key_env: str | None = None
-    system_prompt: str | None = None
-    few_shot: list[FewShotExample] = Field(default_factory=list)
+    system_prompt: SystemPrompt = None  # one text, or per domain: {math: ..., code: ...}
+    few_shot: FewShot = Field(default_factory=list)  # worked examples: one list, or per domain
     think_prefix: bool = False  # start the assistant turn with "<think>\n" (R1-style models)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
@@ -137,8 +151,8 @@ class TeacherConfig(Section):
 
 class StudentConfig(Section):
     model: str = "smollm2-135m"
-    system_prompt: str | None = None
-    few_shot: list[FewShotExample] = Field(default_factory=list)
+    system_prompt: SystemPrompt = None  # one text, or per domain: {math: ..., code: ...}
+    few_shot: FewShot = Field(default_factory=list)  # worked examples: one list, or per domain
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 

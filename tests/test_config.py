@@ -81,3 +81,12 @@ def test_missing_config_file_names_shipped_ones():
 def test_override_one_past_the_end_appends():
     c = load_config(None, ["teachers.2={name: extra, endpoint: 'http://127.0.0.1:1/v1', model: m}"])
     assert [t.name for t in c.teachers][-1] == "extra" and c.teachers[2].endpoint.endswith("/v1")
+
+
+def test_prompt_settings_per_domain_name_known_domains():
+    c = load_config(None, ["student.system_prompt={math: 'Box it.', code: 'Write Python.'}",
+                           "teachers.0.few_shot={'*': [{user: q, assistant: a}], code: []}"])
+    assert c.student.system_prompt == {"math": "Box it.", "code": "Write Python."}
+    assert c.teachers[0].few_shot["*"][0].user == "q" and c.teachers[0].few_shot["code"] == []
+    with pytest.raises(ConfigError, match=r"student.system_prompt.*'physics'"):
+        load_config(None, ["student.system_prompt={physics: x}"])

@@ -30,7 +30,7 @@ def student_target(student: StudentConfig, name: str = "student", sampling: Samp
         name=name,
         model=student.model,
         system_prompt=student.system_prompt,
-        few_shot=list(student.few_shot),
+        few_shot=student.few_shot,
         sampling=sampling or student.sampling,
     )
 

@@ -1,8 +1,10 @@
 """The curated rows as an SFT corpus: chat `messages` + lineage columns (`schema.CORPUS_SCHEMA`).
 
-`messages` is the conversation the student is trained on: an optional system turn, the user turn (the
-question as the student will see it, not the teacher's prompt with its few-shot examples) and the assistant
-turn (the teacher's response). This is the "conversational" format that `datasets`, TRL's SFTTrainer and
+`messages` is the conversation the student is trained on: the student's own prompt for the problem, made
+by the one prompt builder the rollouts and the evaluation use (`stages.prompt.problem_chat`: the student's
+system prompt and few-shot pairs, the question with a code problem's starter code and I/O instructions; not
+the teacher's system prompt or worked examples), then the assistant turn (the teacher's response). So the
+student's SFT prompt tokens are exactly the tokens of its evaluation prompt. This is the "conversational" format that `datasets`, TRL's SFTTrainer and
 LLaMA-Factory (`formatting: sharegpt` with `messages`/`role`/`content` tags) read directly.
 
 A response generated after a prompt that already ended in `<think>` (R1-style `think_prefix`) starts inside
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ded_ray import schema as S
 from ded_ray.stages.base import kept
+from ded_ray.stages.prompt import problem_chat
 
 CORPUS_FILE = "corpus.parquet"
 CORPUS_COLUMNS = [f.name for f in S.CORPUS_SCHEMA]
@@ -34,32 +37,39 @@ def assistant_content(response: str) -> str:
     return response
 
 
-def to_messages(question: str, response: str, system_prompt: str | None = None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": question})
+def to_messages(question: str, response: str, system_prompt: Any = None, domain: str = "math", tests: Any = "",
+                meta: Any = "", few_shot: Any = ()) -> list[dict[str, str]]:
+    """The student's prompt for the problem (`problem_chat`) + the response as the assistant turn."""
+    messages = problem_chat(question, domain, tests, meta, system_prompt, few_shot)
     messages.append({"role": "assistant", "content": assistant_content(response)})
     return messages
 
 
 def build_corpus(
     batch: pd.DataFrame,
-    system_prompt: str | None = None,
+    system_prompt: Any = None,
     sampling_by_teacher: Mapping[str, Mapping] | None = None,
-    user_column: str = S.QUESTION,
+    few_shot: Any = (),
 ) -> pd.DataFrame:
     """Corpus rows (columns of `CORPUS_SCHEMA`, in order) for the rows no stage rejected.
 
-    Lineage columns missing from `batch` become nulls (e.g. `pass_rate` when the pass-rate stage was off).
-    `sampling`: the batch's `sampling` column if present, else `sampling_by_teacher[teacher]` as JSON, else "{}".
+    `system_prompt` / `few_shot`: the student's (one value or per domain). Lineage columns missing from
+    `batch` become nulls (e.g. `pass_rate` when the pass-rate stage was off). `sampling`: the batch's
+    `sampling` column if present, else `sampling_by_teacher[teacher]` as JSON, else "{}".
     """
-    for column in (user_column, S.RESPONSE):
+    for column in (S.QUESTION, S.RESPONSE):
         if column not in batch:
             raise ValueError(f"to_sft: batch needs column {column!r}; got {sorted(batch.columns)}")
     rows = kept(batch)
     out = pd.DataFrame(index=range(len(rows)))
+
+    def column(name: str, default: str) -> pd.Series:
+        return rows[name].fillna(default) if name in rows else pd.Series([default] * len(rows), index=rows.index)
+
     out[S.MESSAGES] = [
-        to_messages(str(q), str(r), system_prompt)
-        for q, r in zip(rows[user_column].fillna(""), rows[S.RESPONSE].fillna(""))
+        to_messages(str(q), str(r), system_prompt, str(d), t, m, few_shot)
+        for q, r, d, t, m in zip(column(S.QUESTION, ""), column(S.RESPONSE, ""), column(S.DOMAIN, "math"),
+                                 column(S.TESTS, ""), column(S.META, ""))
     ]
     for field in CORPUS_COLUMNS[1:]:
         if field in rows:

@@ -92,7 +92,7 @@ def ablate(run: RunDir, config: DEDConfig, only: list[str] | None = None) -> dic
             results[arm] = {"rows": 0, "benchmarks": {}, "note": "empty corpus: nothing to train on"}
             continue
         corpus = build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
-                              system_prompt=config.student.system_prompt)
+                              config.student.system_prompt, few_shot=config.student.few_shot)
         log(f"[ablate {arm}] {len(corpus)} trajectories")
         trained = train_and_evaluate(run.sub("ablate", arm), config, corpus, arm, base=base)
         results[arm] = {"rows": len(corpus), "benchmarks": trained["benchmarks"]}

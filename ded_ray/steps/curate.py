@@ -186,7 +186,7 @@ def write_corpus(run: RunDir, config: DEDConfig, mixed: StageResult) -> str:
         if mixed.kept:
             seen: set[str] = set()
             for batch in mixed.dataset().iter_batches(batch_size=config.run.part_rows, batch_format="pandas"):
-                corpus = build_corpus(batch, system_prompt=config.student.system_prompt, sampling_by_teacher=sampling)
+                corpus = build_corpus(batch, config.student.system_prompt, sampling, config.student.few_shot)
                 out.write_table(corpus_table(corpus))
                 rows += len(corpus)
                 seen.update(corpus[S.PROBLEM_ID])

@@ -174,7 +174,7 @@ def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
     if config.smoke.correct_only:
         rows = rows[rows[S.VERDICT] == "correct"]
     return build_corpus(rows.drop(columns=[S.REJECT_REASON], errors="ignore"),
-                        system_prompt=config.student.system_prompt)
+                        config.student.system_prompt, few_shot=config.student.few_shot)
 
 
 # --- around the arms -----------------------------------------------------------------------------------
