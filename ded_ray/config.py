@@ -8,6 +8,7 @@ the keys that are valid at that place, so a typo never silently falls back to a 
 
 from __future__ import annotations
 
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -342,8 +343,14 @@ class TrainConfig(Section):
 
 
 class BenchmarkConfig(Section):
+    """One evaluation set. `date_from` / `date_to` (ISO dates, inclusive) keep only the problems whose
+    `meta.contest_date` falls in the window: LiveCodeBench's contamination control (v5 = 2024-08-01 ..
+    2025-02-01) — problems released after the student's training data cannot have been seen."""
+
     name: str
     source: ProblemSource
+    date_from: date | None = None
+    date_to: date | None = None
 
 
 class EvalConfig(Section):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date
 
 import pandas as pd
 
 from ded_ray import schema as S
+from ded_ray.config import ConfigError
 
 # Fields of a problem's `meta` that name a difficulty split, in order of preference.
 SPLIT_FIELDS = ("difficulty", "level")
@@ -43,14 +45,39 @@ def score_samples(verified: pd.DataFrame) -> dict:
 
 
 def score_benchmark(verified: pd.DataFrame) -> dict:
-    """`score_samples` overall plus one entry per difficulty split found in the problems' meta."""
+    """`score_samples` overall, per difficulty split found in the problems' meta, and per domain when a
+    benchmark mixes domains (math and code are not one number)."""
     result = score_samples(verified)
     splits = _split_labels(verified)
     if splits is not None:
         result["splits"] = {
             str(label): score_samples(verified[splits == label]) for label in sorted(splits.dropna().unique())
         }
+    if S.DOMAIN in verified.columns and verified[S.DOMAIN].nunique() > 1:
+        result["domains"] = {str(d): score_samples(verified[verified[S.DOMAIN] == d])
+                             for d in sorted(verified[S.DOMAIN].dropna().unique())}
     return result
+
+
+def in_date_window(problems: pd.DataFrame, date_from: date | str | None, date_to: date | str | None,
+                   benchmark: str = "benchmark") -> tuple[pd.DataFrame, int]:
+    """(the problems whose `meta.contest_date` is in [date_from, date_to], how many were outside).
+
+    Dates compare as ISO text by day (`2024-08-03T00:00:00` → `2024-08-03`). A problem with no date cannot
+    be placed in the window: that is an error naming the benchmark, not a silent drop.
+    """
+    if date_from is None and date_to is None:
+        return problems, 0
+    days = problems[S.META].map(lambda m: str((json.loads(m) if m else {}).get("contest_date") or "")[:10])
+    undated = problems.loc[days == "", S.PROBLEM_ID].tolist()
+    if undated:
+        raise ConfigError(
+            f"benchmark {benchmark!r} has a date window but {len(undated)} problems without `contest_date` in "
+            f"their meta (e.g. {undated[0]}); use the livecodebench preset (it keeps the release's dates) or "
+            "remove date_from/date_to"
+        )
+    inside = (days >= str(date_from or "")) & (days <= str(date_to or "9999"))  # date's str is ISO
+    return problems[inside].reset_index(drop=True), int((~inside).sum())
 
 
 def _split_labels(verified: pd.DataFrame) -> pd.Series | None:
@@ -76,6 +103,7 @@ def format_table(results: dict[str, dict]) -> str:
 
     for name, result in results.items():
         lines.append(row(name, result))
-        for split, sub in result.get("splits", {}).items():
-            lines.append(row(f"  {name} / {split}", sub))
+        for group in ("domains", "splits"):
+            for label, sub in result.get(group, {}).items():
+                lines.append(row(f"  {name} / {label}", sub))
     return "\n".join(lines)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ded_ray import schema as S
-from ded_ray.evaluate import format_table, score_benchmark, score_samples
+from ded_ray.config import ConfigError
+from ded_ray.evaluate import format_table, in_date_window, score_benchmark, score_samples
 
 
 def _samples(per_question: dict[str, list[str]], meta: dict[str, dict] | None = None) -> pd.DataFrame:
@@ -49,3 +50,32 @@ def test_splits_from_meta():
 
 def test_empty():
     assert score_samples(pd.DataFrame(columns=[S.PROBLEM_ID, S.VERDICT]))["avg_at_k"] is None
+
+
+def test_mixed_benchmark_scores_each_domain():
+    df = _samples({"m1": ["correct", "correct"], "m2": ["wrong", "correct"], "c1": ["wrong", "wrong"]})
+    df[S.DOMAIN] = df[S.PROBLEM_ID].str[0].map({"m": "math", "c": "code"})
+    r = score_benchmark(df)
+    assert r["domains"]["math"]["avg_at_k"] == 0.75 and r["domains"]["code"]["avg_at_k"] == 0.0
+    assert r["avg_at_k"] == pytest.approx(0.5)
+    assert "|   mixed / code | 1 | 2 | 0.0% |" in format_table({"mixed": r})
+    assert "domains" not in score_benchmark(df[df[S.DOMAIN] == "math"])  # one domain: no sub-rows
+
+
+def _dated(dates: dict[str, str | None]) -> pd.DataFrame:
+    return pd.DataFrame({S.PROBLEM_ID: list(dates),
+                         S.META: [json.dumps({} if d is None else {"contest_date": d}) for d in dates.values()]})
+
+
+def test_date_window_is_inclusive_by_day_and_counts_what_it_leaves_out():
+    problems = _dated({"before": "2024-07-31T23:00:00", "first": "2024-08-01T00:00:00", "mid": "2024-11-05",
+                       "last": "2025-02-01T12:00:00", "after": "2025-02-02"})
+    inside, outside = in_date_window(problems, "2024-08-01", "2025-02-01")
+    assert list(inside[S.PROBLEM_ID]) == ["first", "mid", "last"] and outside == 2
+    assert in_date_window(problems, None, None) == (problems, 0)
+    assert list(in_date_window(problems, "2025-01-01", None)[0][S.PROBLEM_ID]) == ["last", "after"]
+
+
+def test_date_window_refuses_undated_problems():
+    with pytest.raises(ConfigError, match="lcb.*without `contest_date`.*undated"):
+        in_date_window(_dated({"dated": "2024-09-01", "undated": None}), "2024-08-01", None, "lcb")

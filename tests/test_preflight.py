@@ -1,12 +1,14 @@
 """`ded plan`: the paper's config against the shipped cluster.yaml fits, and each way of breaking it is refused
 with its reason and the key that fixes it — before any model or GPU is touched.
 
-The problems are real files in their own formats (MATH-500 as the math source, LiveCodeBench for code, AIME and
-MATH-500 as eval sets); the 32B models are not downloaded here, so their published config.json shapes are used
+The problems are real files in their own formats (MATH-500 as the math source, open-r1 Codeforces rows for code;
+AIME, MATH-500 and official LiveCodeBench rows as eval sets); the 32B models are not downloaded here, so their published config.json shapes are used
 and their prompts counted as estimated tokens.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from ded_ray.preflight.machines import from_cluster_yaml
 from ded_ray.preflight.model_facts import model_facts
 
 CLUSTER = "cluster.yaml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +28,13 @@ def data_overrides(shared_data) -> list[str]:
     d = shared_data
     return [
         f"problems.sources.0={{name: s1k, path: '{d}/math500/math500.jsonl', domain: math, limit: 200}}",
-        f"problems.sources.1={{name: codeforces, path: '{d}/livecodebench/lcb_v5_2408_2502_public_tests.jsonl', "
-        "domain: code, tests_format: lcb, limit: 200}",
+        # the official formats, through their presets (tests/fixtures: open-r1 Codeforces, LiveCodeBench's release)
+        f"problems.sources.1={{name: codeforces, path: '{FIXTURES}/prepare/codeforces/data', format: codeforces}}",
         f"curate.decontaminate.eval_sets=[{{name: aime2024, path: '{d}/aime2024/aime2024.jsonl'}}]",
         f"eval.benchmarks=[{{name: aime2024, source: {{name: aime2024, path: '{d}/aime2024/aime2024.jsonl'}}}}, "
-        f"{{name: math500, source: {{name: math500, path: '{d}/math500/math500.jsonl'}}}}]",
+        f"{{name: math500, source: {{name: math500, path: '{d}/math500/math500.jsonl'}}}}, "
+        f"{{name: lcb, source: {{name: lcb, path: '{FIXTURES}/presets/livecodebench.jsonl', format: livecodebench}}, "
+        "date_from: '2024-08-01', date_to: '2024-10-31'}]",
     ]
 
 
@@ -59,7 +64,7 @@ def test_the_paper_config_fits_the_shipped_cluster(data_overrides, cluster):
     (["eval.max_model_len=null"], "eval", "generations would be cut off", "eval.max_model_len="),
     # the teachers served on CPU bundles: a 1 GiB KV cache holds 2k tokens of a 32B model
     (["smoke.serve_gpus_per_replica=0"], "smoke serve QwQ-32B", "not one sequence", "smoke.serve_gpus_per_replica"),
-    (["rollout.max_model_len=8192"], "rollout QwQ-32B", "generations would be cut off", "rollout.max_model_len=18432"),
+    (["rollout.max_model_len=8192"], "rollout QwQ-32B", "generations would be cut off", "rollout.max_model_len=17408"),
     (["rollout.max_model_len=65536"], "rollout QwQ-32B", "exceeds Qwen/QwQ-32B's max_position_embeddings 40960",
      "rollout.max_model_len=40960"),
     # 61 GiB of weights on one GPU at half its memory
@@ -73,6 +78,8 @@ def test_the_paper_config_fits_the_shipped_cluster(data_overrides, cluster):
     (["smoke.diagnostics.gpus=0"], "smoke diagnostics", "fp32", "smoke.diagnostics.gpus=1"),
     (["rollout.num_gpus_per_actor=16", "rollout.engine_kwargs={tensor_parallel_size: 16}"], "rollout QwQ-32B",
      "no node of cluster config cluster.yaml has", "rollout.num_gpus_per_actor"),
+    # a LiveCodeBench-style date window on a benchmark whose problems carry no contest date
+    (["eval.benchmarks.1.date_from=2024-01-01"], "eval", "'math500' has a date window but 500 problems", ""),
 ])
 def test_a_broken_variant_is_refused_with_its_reason_and_fix(data_overrides, cluster, overrides, stage, reason, fix):
     failing = plan_of(data_overrides, cluster, *overrides).problems

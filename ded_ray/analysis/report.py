@@ -142,19 +142,31 @@ def _eval(evals: dict) -> str:
     benches = sorted({b for e in evals.values() for b in e.get("benchmarks", {})})
     head = "<tr><th>benchmark</th>" + "".join(f"<th>{html.escape(l)}: avg@k ± stderr</th>" for l in labels)
     head += "<th>change</th></tr>" if {"base", "student"} <= set(labels) else "</tr>"
+    def result(label: str, bench: str, group: str | None, key: str | None) -> dict:
+        r = evals[label]["benchmarks"].get(bench, {})
+        return r.get(group, {}).get(key, {}) if group else r
+
     rows = []
     for b in benches:
-        cells = [html.escape(b)]
-        for l in labels:
-            r = evals[l]["benchmarks"].get(b, {})
-            cells.append(f"{_pct(r.get('avg_at_k'))} ± {_pct(r.get('stderr'))} (n={r.get('questions', 0)}, k={r.get('k', '-')})")
-        if {"base", "student"} <= set(labels):
-            before = evals["base"]["benchmarks"].get(b, {}).get("avg_at_k")
-            after = evals["student"]["benchmarks"].get(b, {}).get("avg_at_k")
-            delta = None if before is None or after is None else after - before
-            css = "good" if (delta or 0) > 0 else "bad"
-            cells.append(f"<span class='{css}'>{_signed_pct(delta)}</span>")
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        # the benchmark, then its per-domain and per-difficulty rows (a mixed benchmark is not one number)
+        subs = [(None, None, b)] + [
+            (group, key, f"&nbsp;&nbsp;{html.escape(b)} / {html.escape(key)}")
+            for group in ("domains", "splits")
+            for key in dict.fromkeys(k for l in labels for k in evals[l]["benchmarks"].get(b, {}).get(group, {}))
+        ]
+        for group, key, name in subs:
+            cells = [html.escape(name) if group is None else name]
+            for l in labels:
+                r = result(l, b, group, key)
+                cells.append(f"{_pct(r.get('avg_at_k'))} ± {_pct(r.get('stderr'))} (n={r.get('questions', 0)}, "
+                             f"k={r.get('k', '-')})")
+            if {"base", "student"} <= set(labels):
+                before = result("base", b, group, key).get("avg_at_k")
+                after = result("student", b, group, key).get("avg_at_k")
+                delta = None if before is None or after is None else after - before
+                css = "good" if (delta or 0) > 0 else "bad"
+                cells.append(f"<span class='{css}'>{_signed_pct(delta)}</span>")
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<h2>Student before and after</h2><table>{head}{''.join(rows)}</table>"
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig, SamplingConfig, TeacherConfig
 from ded_ray.errors import UserError
+from ded_ray.evaluate import in_date_window
 from ded_ray.io import read_all_problems, read_problems
 from ded_ray.preflight.model_facts import ModelFacts, model_facts
 
@@ -143,7 +144,8 @@ def pipeline_demands(config: DEDConfig, problems: pd.DataFrame) -> list[EngineDe
         demands.append(_rollout_demand("pass rate", config, s.model, s.sampling, problems, s.system_prompt,
                                        s.few_shot, False, config.curate.pass_rate.k, "student.sampling.max_tokens"))
     try:
-        benchmarks = [read_problems(b.source)[0] for b in config.eval.benchmarks]
+        benchmarks = [in_date_window(read_problems(b.source)[0], b.date_from, b.date_to, b.name)[0]
+                      for b in config.eval.benchmarks]
     except UserError as exc:
         raise StageInputError("eval", str(exc)) from None
     if benchmarks:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from ded_ray import plan
 from ded_ray import schema as S
 from ded_ray.config import DEDConfig
-from ded_ray.evaluate import format_table, score_benchmark
+from ded_ray.evaluate import format_table, in_date_window, score_benchmark
 from ded_ray.io import read_problems
 from ded_ray.log import log
 from ded_ray.rundir import EVAL_FILE, RunDir
@@ -19,7 +19,7 @@ from ded_ray.stages.rollout import student_target
 from ded_ray.steps.generate import generate_rollouts, verify
 
 EVAL_SEED_OFFSET = 1000  # evaluation samples never reuse a training rollout's seed
-SCORED_COLUMNS = [S.PROBLEM_ID, S.VERDICT, S.NUM_TOKENS, S.META]
+SCORED_COLUMNS = [S.PROBLEM_ID, S.DOMAIN, S.VERDICT, S.NUM_TOKENS, S.META]
 
 
 def evaluate_model(run: RunDir, config: DEDConfig, model: str, label: str) -> dict:
@@ -32,6 +32,7 @@ def evaluate_model(run: RunDir, config: DEDConfig, model: str, label: str) -> di
     results = {}
     for bench in config.eval.benchmarks:
         problems, rejected = read_problems(bench.source)
+        problems, outside = in_date_window(problems, bench.date_from, bench.date_to, bench.name)
         sub = run.sub("eval", label, bench.name)
         rollouts = generate_rollouts(sub, config, pa.Table.from_pandas(problems, preserve_index=False), [target],
                                      stage=plan.SAMPLE, samples=config.eval.k, seed_offset=EVAL_SEED_OFFSET,
@@ -39,6 +40,9 @@ def evaluate_model(run: RunDir, config: DEDConfig, model: str, label: str) -> di
         verified = verify(sub, config, rollouts, stage=plan.SAMPLE_VERIFY, filter_incorrect=False)
         results[bench.name] = score_benchmark(verified.table(columns=SCORED_COLUMNS, kept_only=False).to_pandas())
         results[bench.name]["unreadable_rows"] = len(rejected)
+        if bench.date_from or bench.date_to:
+            results[bench.name]["window"] = {"from": str(bench.date_from or ""), "to": str(bench.date_to or ""),
+                                             "outside": outside}
     record_eval(run, label, model, results)
     log(f"[eval {label}]\n{format_table(results)}")
     return results
