@@ -63,3 +63,19 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
         assert (tmp_path / "report.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_eval_table_has_a_row_per_domain_and_split(run_dir):
+    from ded_ray.steps.evaluate import record_eval
+
+    def result(math: float, code: float) -> dict:
+        return {"mixed": {"questions": 4, "k": 1, "avg_at_k": (math + code) / 2, "stderr": 0.1,
+                          "domains": {"code": {"questions": 2, "k": 1, "avg_at_k": code},
+                                      "math": {"questions": 2, "k": 1, "avg_at_k": math}},
+                          "splits": {"easy": {"questions": 4, "k": 1, "avg_at_k": 0.5}}}}
+
+    record_eval(run_dir, "base", "m", result(0.5, 0.0))
+    record_eval(run_dir, "student", "m", result(1.0, 0.5))
+    page = build_report(run_dir)
+    for name, change in (("mixed / code", "+50.0 pts"), ("mixed / math", "+50.0 pts"), ("mixed / easy", "+0.0 pts")):
+        assert re.search(rf"{re.escape(name)}</td>.*?{re.escape(change)}", page), name
