@@ -7,6 +7,9 @@
   limit measured from the moment a worker starts on it; a worker that overruns is killed and replaced, and
   the item's verdict is `timeout`. So a batch with pathological answers finishes in bounded time:
   about (items × typical cost) / workers + (pathological items × timeout_s) / workers.
+  Items travel to a worker in chunks (one write, answers streamed back one per item, in order), so the
+  per-item round trip is hidden; a timeout or crash costs only the item in progress, and the unanswered
+  rest of its chunk is re-sent to the replacement worker.
 
 math-verify's own `signal.alarm` timeouts are switched off inside the workers (they cannot interrupt sympy's C
 code, and they silently turn a timeout into `False`, i.e. a false "wrong").
@@ -31,6 +34,8 @@ from ded_ray.verifiers.verdict import ERROR, TIMEOUT, UNPARSABLE, Verdict
 
 MAX_ANSWER_CHARS = 4096  # longer extracted answers are stored truncated (the check sees the full text)
 DEFAULT_WORKER_MEMORY_MB = 3072  # address space per worker: sympy needs ~0.5 GiB; a 10^(10^10) needs 4+
+DEFAULT_CHUNK_SIZE = 16  # items in flight per worker: hides the round trip; small enough to share a batch out
+_MAX_QUEUED_BYTES = 32 * 1024  # what may wait unread for a busy worker (a pipe holds 64 KiB)
 
 # --- answer extraction ---------------------------------------------------------------------------------
 
@@ -119,7 +124,10 @@ class _Worker:
         self.ready = False
 
     def send(self, message) -> None:
-        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        self.send_raw((json.dumps(message) + "\n").encode())
+
+    def send_raw(self, data: bytes) -> None:
+        self.process.stdin.write(data)
         self.process.stdin.flush()
 
     def read_lines(self) -> list | None:
@@ -150,20 +158,24 @@ class _Worker:
 class MathVerifierPool:
     """`workers` math-verify processes with a per-item wall-clock limit; not thread-safe (one caller).
 
-    `timeout_s` is seconds per item, from the moment a ready worker receives it to its answer. `memory_mb`
+    `timeout_s` is seconds per item, from the moment a ready worker starts on it to its answer. `memory_mb`
     caps each worker's address space (None = no cap); running out counts as `timeout` (the check exceeded
-    its budget), with the reason in `detail`. Start-up (importing sympy, ~1-2 s) is not charged to any item.
-    Use as a context manager or call `close()`.
+    its budget), with the reason in `detail`. Start-up (importing sympy and warming the parser, ~2-4 s) is
+    not charged to any item. `chunk_size` is how many items a worker may have queued at once (1 = one round
+    trip per item); the per-item limit holds either way. Use as a context manager or call `close()`.
     """
 
     def __init__(self, workers: int = 1, timeout_s: float = 5.0,
                  memory_mb: int | None = DEFAULT_WORKER_MEMORY_MB,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         if workers < 1:
             raise ValueError(f"MathVerifierPool needs workers >= 1, got {workers}")
         if timeout_s <= 0:
             raise ValueError(f"MathVerifierPool needs timeout_s > 0, got {timeout_s}")
+        if chunk_size < 1:
+            raise ValueError(f"MathVerifierPool needs chunk_size >= 1, got {chunk_size}")
         self.timeout_s = float(timeout_s)
+        self.chunk_size = int(chunk_size)
         self.memory_mb = memory_mb
         self.start_timeout_s = start_timeout_s
         self._workers = [_Worker(memory_mb) for _ in range(workers)]
@@ -178,77 +190,121 @@ class MathVerifierPool:
 
     def check_many(self, pairs: Sequence[tuple[str, str]], timeout_s: float | None = None
                    ) -> list[tuple[str, str, float]]:
-        """Check (answer, gold) LaTeX pairs; returns (status, detail, elapsed_ms) per pair, in order."""
+        """Check (answer, gold) LaTeX pairs; returns (status, detail, elapsed_ms) per pair, in order.
+
+        Items go to each worker in chunks (up to `chunk_size` lines in flight, one write), and the worker
+        answers each item as it finishes, in order. So the host always knows which item a worker is on:
+        the first unanswered one, started when the previous answer arrived (or when it was sent to an idle
+        worker). Its deadline is that moment + the limit; when it passes, that item alone is `timeout`, the
+        worker is killed and replaced, and the rest of its chunk goes back to the front of the queue. A
+        worker that dies mid-chunk likewise costs only the item it was on (`error`).
+        """
         if self._workers == []:
             raise RuntimeError("MathVerifierPool is closed; create a new one")
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         results: list[tuple[str, str, float] | None] = [None] * len(pairs)
         pending = deque(range(len(pairs)))
-        busy: dict[int, tuple[int, float]] = {}  # worker fd -> (item, started)
+        # lines in flight per worker: enough to hide the round trip, few enough to share a batch out
+        depth = max(1, min(self.chunk_size, -(-len(pairs) // len(self._workers))))
+        lines: dict[int, bytes] = {}
+        inflight: dict[int, deque] = {}  # worker fd -> items sent and not answered yet, in order
+        inflight_bytes: dict[int, int] = {}
+        head_started: dict[int, float] = {}  # worker fd -> when it started on its first unanswered item
         starting: dict[int, float] = {w.fd: time.monotonic() for w in self._workers if not w.ready}
 
-        def finish(worker: _Worker, item: int, result: tuple[str, str, float], replace: bool) -> None:
-            results[item] = result
-            busy.pop(worker.fd, None)
-            if replace:
-                fresh = self._replace(worker)
-                starting[fresh.fd] = time.monotonic()
+        def line(item: int) -> bytes:
+            if item not in lines:
+                lines[item] = (json.dumps([item, *pairs[item]]) + "\n").encode()
+            return lines[item]
 
-        while pending or busy:
-            by_fd = {w.fd: w for w in self._workers}
-            for worker in self._workers:  # hand work to ready, idle workers
-                if pending and worker.ready and worker.fd not in busy:
-                    item = pending.popleft()
-                    try:
-                        worker.send([item, *pairs[item]])
-                    except (BrokenPipeError, OSError):
-                        pending.appendleft(item)
-                        fresh = self._replace(worker)
-                        starting[fresh.fd] = time.monotonic()
-                        continue
-                    busy[worker.fd] = (item, time.monotonic())
+        def retire(worker: _Worker) -> None:
+            """Kill and replace `worker`; its unanswered items go back to the front of the queue."""
+            fd = worker.fd
+            pending.extendleft(reversed(inflight.pop(fd, deque())))
+            inflight_bytes.pop(fd, None)
+            head_started.pop(fd, None)
+            starting.pop(fd, None)
+            fresh = self._replace(worker)
+            starting[fresh.fd] = time.monotonic()
+
+        def fail_head(worker: _Worker, result: tuple[str, str, float]) -> None:
+            item = inflight[worker.fd].popleft()
+            results[item] = result
+            retire(worker)
+
+        while pending or any(inflight.values()):
+            for worker in list(self._workers):  # top up ready workers' chunks
+                fd = worker.fd
+                queue = inflight.setdefault(fd, deque())
+                if not (pending and worker.ready) or len(queue) > depth // 2:
+                    continue
+                batch, size = [], inflight_bytes.get(fd, 0)
+                while pending and len(queue) + len(batch) < depth:
+                    data = line(pending[0])
+                    # a busy worker reads only between items: keep what waits for it well inside the pipe
+                    if (queue or batch) and size + len(data) > _MAX_QUEUED_BYTES:
+                        break
+                    batch.append(pending.popleft())
+                    size += len(data)
+                if not batch:
+                    continue
+                idle = not queue
+                queue.extend(batch)
+                inflight_bytes[fd] = size
+                try:
+                    worker.send_raw(b"".join(line(item) for item in batch))
+                except (BrokenPipeError, OSError):
+                    retire(worker)
+                    continue
+                if idle:
+                    head_started[fd] = time.monotonic()
             by_fd = {w.fd: w for w in self._workers}
             now = time.monotonic()
-            deadlines = [started + limit for _, started in busy.values()]
+            deadlines = [head_started[fd] + limit for fd, queue in inflight.items() if queue and fd in by_fd]
             deadlines += [started + self.start_timeout_s for started in starting.values()]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else 0.05
             readable, _, _ = select.select(list(by_fd), [], [], wait_s)
             for fd in readable:
                 worker = by_fd[fd]
+                if worker not in self._workers:  # replaced earlier in this round
+                    continue
                 messages = worker.read_lines()
+                queue = inflight.get(fd) or deque()
                 if messages is None:  # the worker died: crash, OOM kill, ...
                     code = worker.process.poll()
-                    if fd in busy:
-                        item, started = busy[fd]
-                        finish(worker, item, (ERROR, f"math-verify worker died (exit code {code})",
-                                              (time.monotonic() - started) * 1000), replace=True)
+                    if queue:
+                        fail_head(worker, (ERROR, f"math-verify worker died (exit code {code})",
+                                           (time.monotonic() - head_started[fd]) * 1000))
                     else:
-                        starting.pop(fd, None)
                         if self.replaced > 10 * len(self._workers) + len(pairs):
                             raise RuntimeError(f"math-verify workers keep dying at start (exit code {code});"
                                                f" run `{sys.executable} -m ded_ray.verifiers._math_worker`"
                                                " to see why")
-                        fresh = self._replace(worker)
-                        starting[fresh.fd] = time.monotonic()
+                        retire(worker)
                     continue
                 for message in messages:
                     if isinstance(message, dict) and message.get("ready"):
                         worker.ready = True
                         starting.pop(fd, None)
-                    elif fd in busy:
-                        item, started = busy[fd]
-                        _, status, detail = message
-                        elapsed = (time.monotonic() - started) * 1000
-                        if status == "memory":  # a MemoryError can leave sympy's caches half-built
-                            finish(worker, item, (TIMEOUT, f"resource limit: {detail}", elapsed), replace=True)
-                        else:
-                            finish(worker, item, (status, detail, elapsed), replace=False)
+                        continue
+                    if not queue or message[0] != queue[0]:
+                        continue  # not an item of this call (cannot happen with the in-order protocol)
+                    now = time.monotonic()
+                    elapsed = (now - head_started[fd]) * 1000
+                    status, detail = message[1], message[2]
+                    if status == "memory":  # a MemoryError can leave sympy's caches half-built
+                        fail_head(worker, (TIMEOUT, f"resource limit: {detail}", elapsed))
+                        break
+                    item = queue.popleft()
+                    inflight_bytes[fd] -= len(line(item))
+                    results[item] = (status, detail, elapsed)
+                    head_started[fd] = now  # the worker moves on to the next line at once
             now = time.monotonic()
-            by_fd = {w.fd: w for w in self._workers}
-            for fd, (item, started) in list(busy.items()):
-                if now - started >= limit:
-                    finish(by_fd[fd], item, (TIMEOUT, f"math-verify exceeded {limit:g} s; worker killed and"
-                                             " replaced", (now - started) * 1000), replace=True)
+            for worker in list(self._workers):
+                fd = worker.fd
+                if inflight.get(fd) and now - head_started[fd] >= limit:
+                    fail_head(worker, (TIMEOUT, f"math-verify exceeded {limit:g} s; worker killed and replaced",
+                                       (now - head_started[fd]) * 1000))
             for fd, started in list(starting.items()):
                 if now - started >= self.start_timeout_s:
                     raise RuntimeError(f"a math-verify worker did not start within {self.start_timeout_s:g} s;"

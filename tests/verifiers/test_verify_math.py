@@ -162,3 +162,113 @@ def test_thousand_items_with_five_pathological_ones_finish_with_five_timeouts(sh
     assert statuses.count("correct") == 995
     # Not a speed check: a hang guard. A hung check would never return; bounded means finite and sane.
     assert elapsed < 600
+
+
+# --- chunked dispatch: several items per round trip, per-item deadlines ------------------------------
+
+CHUNK_GOLDS = ["\\frac{1}{2}", "(1, 2)", "[0, 1)", "2\\sqrt{2}", "\\{1, 2\\}", "3", "x^2 + 1", "\\frac{\\pi}{3}"]
+
+
+def test_chunk_with_a_hanging_item_in_the_middle():
+    """One chunk: only the hanging item is `timeout`; the rest are re-sent to the new worker, order kept."""
+    golds = CHUNK_GOLDS[:4] + ["5"] + CHUNK_GOLDS[4:]
+    items = [(wrap(g), g) for g in golds]
+    items[4] = (wrap(PATHOLOGICAL[0]), "5")
+    started = time.monotonic()
+    with MathVerifierPool(workers=1, timeout_s=1.0, chunk_size=16) as p:
+        verdicts = p.verify_many(items)
+        assert p.replaced == 1
+        assert p.verify_many([(wrap("7"), "7")])[0].status == "correct"  # the replacement is healthy
+    assert [v.status for v in verdicts] == ["correct"] * 4 + ["timeout"] + ["correct"] * 4
+    assert [v.extracted_answer for v in verdicts] == [g if i != 4 else PATHOLOGICAL[0]
+                                                      for i, g in enumerate(golds)]
+    assert time.monotonic() - started < 60  # a hang guard, not a speed check
+
+
+def test_two_hanging_items_in_one_chunk_and_several_workers():
+    golds = [CHUNK_GOLDS[i % len(CHUNK_GOLDS)] for i in range(30)]
+    items = [(wrap(g), g) for g in golds]
+    hangs = {3, 17}
+    for i in hangs:
+        items[i] = (wrap(PATHOLOGICAL[1]), "5")
+    with MathVerifierPool(workers=2, timeout_s=1.0, chunk_size=8) as p:
+        verdicts = p.verify_many(items)
+        assert p.replaced == 2
+    assert [i for i, v in enumerate(verdicts) if v.status == "timeout"] == sorted(hangs)
+    assert all(v.status == "correct" for i, v in enumerate(verdicts) if i not in hangs)
+
+
+def test_worker_crash_mid_chunk_costs_only_the_item_in_progress():
+    """The worker is killed from outside while it is on item 3 of 8: item 3 is `error`, the rest verified."""
+    import os
+    import signal
+    import threading
+
+    golds = CHUNK_GOLDS[:3] + ["5"] + CHUNK_GOLDS[3:7]
+    items = [(wrap(g), g) for g in golds]
+    items[3] = (wrap(PATHOLOGICAL[2]), "5")  # a ~50k-character answer: busy for far longer than 3 s
+    with MathVerifierPool(workers=1, timeout_s=60.0, chunk_size=16, memory_mb=None) as p:
+        p.verify_many([(wrap("1"), "1")])  # started and ready
+        victim = p._workers[0].process
+
+        def crash() -> None:
+            time.sleep(3.0)  # the three items before it take milliseconds
+            os.kill(victim.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=crash)
+        started = time.monotonic()
+        killer.start()
+        verdicts = p.verify_many(items)
+        killer.join()
+        assert p.replaced == 1
+    assert time.monotonic() - started < 50  # the kill, not the 60 s limit, ended item 3
+    assert verdicts[3].status == "error" and "died" in verdicts[3].detail
+    assert [v.status for i, v in enumerate(verdicts) if i != 3] == ["correct"] * 7
+
+
+def test_chunk_size_one_is_one_item_per_round_trip():
+    items = [(wrap(g), g) for g in CHUNK_GOLDS] + [(wrap("4"), "3")]
+    with MathVerifierPool(workers=1, timeout_s=10.0, chunk_size=1) as p:
+        verdicts = p.verify_many(items)
+    assert [v.status for v in verdicts] == ["correct"] * len(CHUNK_GOLDS) + ["wrong"]
+
+
+def test_large_answers_do_not_block_the_pipe():
+    """Answers of ~20k characters: more than the pipe holds when chunked; the host must not deadlock."""
+    big = "1" * 20000  # a 20k-digit number: cheap to check, big to send
+    items = [(wrap(big), "3"), (wrap("3"), "3")] * 4
+    with MathVerifierPool(workers=1, timeout_s=20.0, chunk_size=16) as p:
+        verdicts = p.verify_many(items)
+    assert [v.status for v in verdicts] == ["wrong", "correct"] * 4
+
+
+def test_two_stage_parse_gives_the_same_sympy_as_math_verify(shared_data):
+    """The worker's SLL-first ANTLR parse (its main speed-up) must not change any parse result."""
+    from latex2sympy2_extended import latex2sympy2
+    from math_verify.parser import parse_latex_cached
+    from sympy import srepr
+
+    from ded_ray.verifiers import _math_worker
+
+    latex = [r["answer"] for r in load(shared_data, "math500")]
+    latex += [str(r["answer"]) for r in load(shared_data, "aime2024") + load(shared_data, "aime2025")]
+    latex += _math_worker.WARM_UP + [a for pair in EQUIVALENT + DIFFERENT for a in pair]
+
+    def parsed() -> list[str]:
+        out = []
+        for text in latex:
+            parse_latex_cached.cache_clear()
+            _math_worker._parsed.clear()
+            out.append(repr([x if isinstance(x, str) else srepr(x) for x in _math_worker._parse(text)]))
+        return out
+
+    original = latex2sympy2._Latex2Sympy.create_parser
+    try:
+        plain = parsed()
+        assert _math_worker._two_stage_antlr()
+        assert latex2sympy2._Latex2Sympy.create_parser is not original
+        assert parsed() == plain
+    finally:
+        latex2sympy2._Latex2Sympy.create_parser = original
+        parse_latex_cached.cache_clear()
+        _math_worker._parsed.clear()
