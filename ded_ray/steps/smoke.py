@@ -181,8 +181,11 @@ def _smoke_corpus(verified: pd.DataFrame, config: DEDConfig) -> pd.DataFrame:
 
 
 def _smoke_questions(problems: StageResult, n: int) -> pa.Table:
-    """The first n problems by id: a fixed, reproducible subset (the same for every teacher)."""
-    df = problems.table(columns=S.PROBLEM_SCHEMA.names).to_pandas().sort_values(S.PROBLEM_ID).head(n)
+    """The first n problems by id, taken from each domain in turn: a fixed, reproducible subset (the same for
+    every teacher) in which a mixed run's smaller domain is not left out by the sort."""
+    df = problems.table(columns=S.PROBLEM_SCHEMA.names).to_pandas().sort_values(S.PROBLEM_ID)
+    rank = df.groupby(S.DOMAIN).cumcount()
+    df = df.assign(_rank=rank).sort_values(["_rank", S.DOMAIN], kind="stable").head(n).drop(columns="_rank")
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
