@@ -302,7 +302,8 @@ def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
     given_id = column(S.PROBLEM_ID)
     problem_id = f"{name}:{given_id}" if given_id not in (None, "") else f"{name}:{_text_hash(question)}"
 
-    meta = {k: v for k, v in raw.items() if k not in used}
+    meta = {k: v for k, v in raw.items() if k not in used and k != S.META}
+    meta.update(_nested_meta(raw.get(S.META)))
     return {
         S.PROBLEM_ID: problem_id,
         S.DOMAIN: domain,
@@ -312,6 +313,21 @@ def _to_problem(raw: Any, source: ProblemSource, name: str) -> dict:
         S.SOURCE: name,
         S.META: json.dumps(meta, default=str, ensure_ascii=False),
     }
+
+
+def _nested_meta(value: Any) -> dict:
+    """A row's own `meta` (an object, or its JSON text: generated problems and our own problem files carry
+    one) as fields of the problem's meta, not one opaque string: the prompt stage reads `starter_code` there.
+    Anything else is kept whole under `meta`."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return {S.META: value}
+        value = parsed
+    return dict(value) if isinstance(value, dict) else {S.META: value}
 
 
 def _from_preset(raw: dict, source: ProblemSource, preset: Preset) -> tuple[dict, ProblemSource]:

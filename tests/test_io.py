@@ -131,3 +131,18 @@ def test_duplicate_ids_across_sources(tmp_path):
 def test_limit(shared_data):
     problems, _ = read_problems(ProblemSource(path=str(shared_data / "math500/math500.jsonl"), limit=20))
     assert len(problems) == 20
+
+
+def test_a_rows_own_meta_becomes_meta_fields(tmp_path):
+    """Generated problems and our own problem files carry a `meta`: its fields (starter_code) must stay
+    readable fields, not one nested JSON string the prompt stage cannot see."""
+    path = tmp_path / "p.jsonl"
+    rows = [{"question": "q1", "answer": "1", "meta": json.dumps({"starter_code": "def f(x):", "level": 2}), "x": 1},
+            {"question": "q2", "answer": "2", "meta": {"level": 3}},
+            {"question": "q3", "answer": "3", "meta": "not json"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metas = [json.loads(m) for m in read_problems(ProblemSource(path=str(path)))[0][S.META]]
+    assert metas == [{"x": 1, "starter_code": "def f(x):", "level": 2}, {"level": 3}, {"meta": "not json"}]
+
+    code = read_problems(ProblemSource(generated={"families": ["code_list_end"], "per_family": 2}))[0]
+    assert all(json.loads(m)["starter_code"].startswith("def ") for m in code[S.META])

@@ -1,4 +1,5 @@
-"""The whole pipeline on the built-in SmolLM2 with a fixed teacher: a complete, resumable run directory."""
+"""The whole pipeline on the built-in SmolLM2 with a fixed teacher, math and code together (demo-mixed.yaml): a
+complete, resumable run directory whose funnel, Table 3 and evaluation are per domain."""
 
 from __future__ import annotations
 
@@ -15,18 +16,21 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU g
 
 SMALL = [
     "teacher=step-1shot",
-    "problems.sources.0.generated.per_family=3",
+    "problems.sources.0.generated.per_family=2",
+    "problems.sources.1.generated.per_family=2",
     "rollout.samples_per_question=3",
     "curate.pass_rate.k=2",
     "curate.diversity.per_question=2",
     "train.epochs=1",
     "eval.k=1",
     "eval.benchmarks.0.source.generated.per_family=2",
+    "eval.benchmarks.1.source.generated.per_family=2",
 ]
+BENCHMARKS = ("arith-heldout", "code-heldout")
 
 
 def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
-    args = ["run", f"run.root={tmp_path}", "run.name=e2e", *SMALL]
+    args = ["run", "--config", "demo-mixed", f"run.root={tmp_path}", "run.name=e2e", *SMALL]
     assert main(args) == 0
     run = tmp_path / "e2e"
     for name in ("corpus.parquet", "manifest.json", "eval.json", "report.html", "student/config.json"):
@@ -34,17 +38,26 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
 
     manifest = json.loads((run / "manifest.json").read_text())
     funnel = manifest["funnel"]
-    assert funnel["total"] == 6 * 3  # 6 problems x 3 samples, every one accounted for
+    assert funnel["total"] == (4 + 4) * 3  # 4 math + 4 code problems x 3 samples, every one accounted for
     assert funnel["total"] == funnel["corpus"] + sum(r["rows"] for r in funnel["by_reason"])
+    all_rows = {r["domain"]: r["rows"] for r in funnel["table3"] if r["level"] == plan.LEVELS[0]}
+    assert all_rows == {"math": 12, "code": 12}  # Table 3 per domain
     corpus = pd.read_parquet(run / "corpus.parquet")
     assert len(corpus) == funnel["corpus"] and len(corpus) > 0
     assert corpus.groupby(S.PROBLEM_ID).size().max() <= 2  # P = 2 per question
     assert all(m[-1]["role"] == "assistant" for m in corpus[S.MESSAGES])
+    code_rows = corpus[corpus[S.DOMAIN] == "code"]
+    assert len(code_rows) > 0, "no verified code trajectory reached the corpus"
+    for messages in code_rows[S.MESSAGES]:  # trained on the prompt it is evaluated with: starter code included
+        assert "```python\ndef " in messages[-2]["content"] and "code block" in messages[0]["content"]
 
     evals = json.loads((run / "eval.json").read_text())
     for label in ("base", "student"):
-        result = evals[label]["benchmarks"]["arith-heldout"]
-        assert result["questions"] == 4 and 0.0 <= result["avg_at_k"] <= 1.0
+        for bench in BENCHMARKS:
+            result = evals[label]["benchmarks"][bench]
+            assert result["questions"] == 4 and 0.0 <= result["avg_at_k"] <= 1.0, (label, bench)
+    report = (run / "report.html").read_text()
+    assert "code-heldout" in report and "code: rows / questions" in report
 
     capsys.readouterr()
     assert main(args) == 0  # rerun: every stage is read back, nothing recomputed
@@ -60,12 +73,13 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
     ablation = json.loads((run / "ablation.json").read_text())
     sizes = {arm: result["rows"] for arm, result in ablation["arms"].items()}
     assert list(sizes) == [plan.LEVELS[0], "random"]
-    assert sizes[plan.LEVELS[0]] == 18 == funnel["table3"][0]["rows"]  # trained on the rows the funnel counts
+    assert sizes[plan.LEVELS[0]] == 24 == sum(all_rows.values())  # trained on the rows the funnel counts
     assert sizes["random"] == funnel["corpus"]
     for arm, result in ablation["arms"].items():
-        assert result["benchmarks"]["arith-heldout"]["questions"] == 4, arm
         same = f", = {result['same_as']}" if "same_as" in result else ""  # same rows as an earlier arm: reused
-        assert f"| {arm} ({sizes[arm]} rows{same}) / arith-heldout | 4 | 1 |" in out
+        for bench in BENCHMARKS:
+            assert result["benchmarks"][bench]["questions"] == 4, (arm, bench)
+            assert f"| {arm} ({sizes[arm]} rows{same}) / {bench} | 4 | 1 |" in out
     assert ablation["base"] == evals["base"]["benchmarks"]  # the untrained student is not evaluated again
     assert main(ablate) == 0  # rerun: every arm read back, the same table
     assert json.loads((run / "ablation.json").read_text()) == ablation
