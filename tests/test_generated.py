@@ -151,19 +151,16 @@ def test_code_exclude_keeps_splits_disjoint():
         generate_problems(["code_abs"], 61, 0)  # 5 names x 4 arguments x 3 wordings
 
 
-def _sandbox_or_skip():
+def _sandbox():
+    """The real sandbox; a sandbox that cannot run here is a failure, as everywhere else in the suite."""
     from ded_ray.verifiers.code import run_tests
 
-    probe = run_tests("```python\ndef f(x):\n    return x\n```",
-                      [{"type": "assert", "code": "def check(candidate):\n    assert candidate(1) == 1\n", "entry_point": "f"}])
-    if probe.status == "error":
-        pytest.skip(f"no code sandbox here: {probe.detail}")
     return run_tests
 
 
 @pytest.mark.parametrize("family", CODE_FAMILIES)
 def test_reference_solution_passes_and_a_wrong_one_fails_in_the_sandbox(family):
-    run_tests = _sandbox_or_skip()
+    run_tests = _sandbox()
     # Replay the generator's own stream (seeded "<seed>:<family>"): its first item is the first row.
     item = FAMILIES[family](random.Random(f"0:{family}"))
     row = generate_problems([family], 1, seed=0)[0]
