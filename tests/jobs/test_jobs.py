@@ -1,6 +1,6 @@
 """Jobs on a real local head: `ray job submit` (CLI and SDK), `ray job stop` + resubmit resumes, `ray://` clients.
 
-One head (2 CPUs, dashboard + client server on 127.0.0.1, token auth on) serves the whole module. The
+One head (conftest.py) serves this module and the notebook's. The
 pipeline runs ded_ray/configs/cluster-test.yaml: the built-in SmolLM2 on 6 generated sums, exactly what
 a user would submit to check a fresh cluster.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cluster_head import REPO, LocalHead, ray_cli, start_head
+from cluster_head import REPO, LocalHead, ray_cli
 
 from ded_ray import plan
 
@@ -30,13 +30,6 @@ JOB_TIMEOUT_S = 1800  # the whole pipeline: 7-15 min measured on this shared 2-c
 STAGES = [stage.folder for stage in plan.PIPELINE]
 ROW_WISE_STAGES = {stage.folder for stage in plan.PIPELINE if not stage.grouped}  # resume by rollout_id
 ROLLOUT = plan.ROLLOUT.folder
-
-
-@pytest.fixture(scope="module")
-def head():
-    head = start_head(num_cpus=2)
-    yield head
-    head.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""notebooks/ded_interactive.ipynb runs top to bottom against a real head's Ray client server (ray://).
+"""notebooks/ded_interactive.ipynb runs top to bottom against a real head's Ray client server (ray://):
+the head the job tests use (conftest.py).
 
 The notebook's parameter cell is replaced (as papermill would) with this head's client address and a run
 root in a temp dir; the kernel gets the head's auth token through its environment.
@@ -13,20 +14,13 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from cluster_head import REPO, start_head
+from cluster_head import REPO
 
 from ded_ray import plan
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 NOTEBOOK = REPO / "notebooks" / "ded_interactive.ipynb"
-
-
-@pytest.fixture(scope="module")
-def head():
-    head = start_head(num_cpus=2)
-    yield head
-    head.stop()
 
 
 def parameter_cell(nb) -> int:
