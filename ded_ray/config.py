@@ -361,6 +361,13 @@ class EvalConfig(Section):
     # from rollouts because the paper's evaluation budget (>= 32k tokens) is twice its 16k training limit.
     max_model_len: int | None = None
 
+    @model_validator(mode="after")
+    def _names_unique(self) -> "EvalConfig":
+        names = [b.name for b in self.benchmarks]  # each is one row of eval.json and of the report
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmark names must be unique, got {names}")
+        return self
+
 
 class DiagnosticsConfig(Section):
     """The smoke test's §4 diagnostics (token entropy, PCA shift), run as a Ray task with these resources."""

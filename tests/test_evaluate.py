@@ -79,3 +79,26 @@ def test_date_window_is_inclusive_by_day_and_counts_what_it_leaves_out():
 def test_date_window_refuses_undated_problems():
     with pytest.raises(ConfigError, match="lcb.*without `contest_date`.*undated"):
         in_date_window(_dated({"dated": "2024-09-01", "undated": None}), "2024-08-01", None, "lcb")
+
+
+def test_all_benchmarks_go_to_one_engine_pass_with_ids_under_their_benchmark(tmp_path):
+    """Two benchmarks drawn from the same generated problems: one table, no id shared, each row traced back."""
+    from ded_ray.config import load_config
+    from ded_ray.steps.evaluate import benchmark_problems
+
+    same = "{name: arith, generated: {families: [add_1digit], per_family: 3, seed: 5}}"
+    config = load_config("demo", [f"eval.benchmarks=[{{name: first, source: {same}}}, {{name: second, source: {same}}}]"])
+    problems, bench_of, facts = benchmark_problems(config)
+    assert len(problems) == 6 and problems[S.PROBLEM_ID].is_unique
+    assert sorted(bench_of.values()) == ["first"] * 3 + ["second"] * 3
+    assert set(bench_of) == set(problems[S.PROBLEM_ID])
+    assert all(pid.startswith(bench_of[pid] + "/") for pid in bench_of)
+    assert facts == {"first": {"unreadable_rows": 0}, "second": {"unreadable_rows": 0}}
+
+
+def test_benchmark_names_must_be_unique():
+    from ded_ray.config import load_config
+
+    with pytest.raises(ConfigError, match="benchmark names must be unique"):
+        source = "{name: arith, generated: {families: [add_1digit], per_family: 1}}"
+        load_config("demo", [f"eval.benchmarks=[{{name: a, source: {source}}}, {{name: a, source: {source}}}]"])

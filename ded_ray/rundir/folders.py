@@ -136,7 +136,7 @@ class RunDir:
         return StageDir(self.fs, f"{self.path}/{spec.folder}", spec.name)
 
     def sub(self, *names: str) -> "RunDir":
-        """A run directory inside this one (`smoke/<teacher>`, `ablate/<arm>`, `eval/<label>/<bench>`)."""
+        """A run directory inside this one (`smoke/<teacher>`, `ablate/<arm>`, `eval/<label>`)."""
         *folders, name = names
         return RunDir("/".join([self.uri, *folders]), name)
 

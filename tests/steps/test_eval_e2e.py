@@ -1,4 +1,5 @@
-"""`ded eval` on SmolLM2: an 8-question slice of MATH-500 and generated arithmetic → eval.json with avg@k ± stderr."""
+"""`ded eval` on SmolLM2: an 8-question slice of MATH-500 and generated arithmetic → eval.json with avg@k ± stderr,
+both benchmarks sampled in one engine pass."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 
 import pytest
 
+from ded_ray import plan
+from ded_ray import schema as S
 from ded_ray.cli import main
+from ded_ray.rundir import RunDir
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]  # minutes of CPU generation and training
 
@@ -25,3 +29,8 @@ def test_ded_eval_writes_avg_at_k_with_standard_errors(tmp_path, shared_data, ra
         assert result["k"] == 2 and result["samples"] == 2 * result["questions"]
         assert 0.0 <= result["avg_at_k"] <= 1.0 and result["stderr"] is not None
     assert set(results["math500"]["splits"]) <= {"1", "2", "3", "4", "5"}  # MATH levels as difficulty splits
+    # both benchmarks in one engine pass (one model load), each problem id under its benchmark's name
+    sampled = RunDir(str(tmp_path), "ev").sub("eval", "smollm2").stage(plan.SAMPLE)
+    assert sampled.is_complete() and sampled.num_rows() == 2 * (8 + 6)
+    ids = set(sampled.read(columns=[S.PROBLEM_ID]).column(S.PROBLEM_ID).to_pylist())
+    assert {i.split("/", 1)[0] for i in ids} == {"math500", "arith"} and len(ids) == 8 + 6
