@@ -224,7 +224,21 @@ class DiversityConfig(Section):
     # greedy max-min; P = 4 matches its implied ~4 responses per question (965 / 237).
     per_question: int = Field(4, ge=1)  # P
     unit: Literal["token", "char"] = "token"  # token ids (student tokenizer) are ~4x shorter than chars
-    compare: Literal["think", "response"] = "response"  # "think": only the <think>…</think> part
+    # "think": only the <think>…</think> part. "reasoning" (ours): the think part (whole response when untagged)
+    # minus the last sentence holding \boxed{ (from the sentence start to the end of its line); rows of
+    # domain "code" compare the whole response unchanged. See stages/diversity.py.
+    compare: Literal["think", "response", "reasoning"] = "response"
+    # The options below are ours and off by default (the paper's plain criterion): on short noisy traces the
+    # plain distance rewards surface difference (many identical pairs; a broken trace is the far one).
+    # dedupe: trajectories with equal compared text (whitespace-normalised) count once; the copies are
+    # rejected `duplicate`, even when fewer than P distinct ones are left.
+    dedupe: bool = False
+    # quality_guard: only trajectories whose compared length (in `unit`) is within [median / length_band,
+    # median * length_band] of the question's correct ones enter farthest-first; when fewer than P are in the
+    # band the rest fill up, closest to the median first, so no question keeps fewer than without the guard.
+    # Out-of-band rows not kept are rejected `outside_length_band`.
+    quality_guard: bool = False
+    length_band: float = Field(2.0, gt=1.0)
 
 
 class MixConfig(Section):

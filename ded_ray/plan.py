@@ -21,7 +21,7 @@ from ded_ray import schema as S
 from ded_ray.io import READ_REASONS
 from ded_ray.stages.correctness import REASONS as CORRECTNESS_REASONS
 from ded_ray.stages.decontaminate import CONTAMINATED
-from ded_ray.stages.diversity import NOT_SELECTED
+from ded_ray.stages.diversity import REASONS as DIVERSITY_REASONS
 from ded_ray.stages.mix import OVER_QUOTA
 from ded_ray.stages.pass_rate import TOO_EASY
 from ded_ray.stages.repetition import REASONS as REPETITION_REASONS
@@ -81,7 +81,7 @@ FILTERS = (
 STUDENT_ROLLOUT = StageSpec(40, "student_rollout", curation=False)
 STUDENT_VERIFY = StageSpec(45, "student_verify", curation=False)
 PASS_RATE = StageSpec(50, "pass_rate", reasons=(TOO_EASY,), closes="right-hard")
-DIVERSITY = StageSpec(60, "diversity", grouped=True, reasons=(NOT_SELECTED,), closes="right-hard-diverse")
+DIVERSITY = StageSpec(60, "diversity", grouped=True, reasons=DIVERSITY_REASONS, closes="right-hard-diverse")
 DECONTAMINATE = StageSpec(70, "decontaminate", reasons=(CONTAMINATED,))
 MIX = StageSpec(80, "mix", grouped=True, reasons=(OVER_QUOTA,), closes="corpus")
 

@@ -94,7 +94,8 @@ def drop_easy_questions(run: RunDir, config: DEDConfig, right: StageResult, stud
 
 
 def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResult:
-    """Per question, keep the P farthest correct trajectories (greedy max-min Levenshtein); others `not_selected`."""
+    """Per question, keep the P farthest correct trajectories (greedy max-min Levenshtein); others `not_selected`
+    (with the options also `duplicate` / `outside_length_band`)."""
     cfg = config.curate.diversity
     tokenizer = str(resolve_model(config.student.model)) if cfg.unit == "token" else None
 
@@ -104,7 +105,8 @@ def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResu
         return hard.dataset().groupby(S.PROBLEM_ID).map_groups(
             DiversityStage,
             fn_constructor_kwargs={"per_question": cfg.per_question, "unit": cfg.unit,
-                                   "compare": cfg.compare, "tokenizer": tokenizer},
+                                   "compare": cfg.compare, "tokenizer": tokenizer, "dedupe": cfg.dedupe,
+                                   "quality_guard": cfg.quality_guard, "length_band": cfg.length_band},
             batch_format="pandas",
             compute=actor_pool(config.curate.concurrency),
         )

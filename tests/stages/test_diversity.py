@@ -13,11 +13,16 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 from ded_ray import schema as S
+from ded_ray.config import DiversityConfig, load_config
 from ded_ray.ray_helpers import actor_pool
 from ded_ray.stages.diversity import (
     DiversityStage,
+    drop_boxed_sentence,
+    duplicate_of,
     farthest_first,
+    median_ratios,
     pairwise_distances,
+    reasoning_part,
     select_diverse,
     select_diverse_detailed,
     think_part,
@@ -294,3 +299,160 @@ def test_selection_does_not_depend_on_row_order():
         out = DiversityStage(per_question=2, unit="char")(rows.iloc[order].reset_index(drop=True))
         kept.append(sorted(out[out[S.REJECT_REASON].isna()][S.ROLLOUT_ID]))
     assert kept[0] == kept[1] == kept[2]
+
+
+
+# --- the options: compare="reasoning", dedupe, the length guard -----------------------------------------
+
+
+def test_drop_boxed_sentence_is_exactly_the_last_boxed_sentence():
+    assert drop_boxed_sentence("x = 5. So the answer is \\boxed{5}.") == "x = 5. "
+    assert drop_boxed_sentence("x = 5!\tThus \\boxed{5}") == "x = 5!\t"
+    # a decimal point is not a sentence end; the rest of the boxed line goes, later lines stay
+    assert drop_boxed_sentence("Step 2.5 gives \\boxed{2.5} done\nnext") == "\nnext"
+    assert drop_boxed_sentence("**Final Answer**\n\\[\n\\boxed{66}\n\\]") == "**Final Answer**\n\\[\n\n\\]"
+    assert drop_boxed_sentence("a \\boxed{1}.\nb \\boxed{2}.") == "a \\boxed{1}.\n"  # only the last one
+    assert drop_boxed_sentence("The answer is 5.") == "The answer is 5."  # no \boxed{: nothing stripped
+    # think tags as compare="think", then the boxed sentence inside the think part
+    assert reasoning_part("<think>work. So \\boxed{5}</think>Answer: \\boxed{5}.") == "work. "
+    assert reasoning_part("work</think>The answer is \\boxed{5}.") == "work"
+    code = "<think>loop</think>```python\nprint(5)  # \\boxed{5}\n```"
+    assert reasoning_part(code, "code") == code  # code: the whole response, unchanged
+
+
+def test_reasoning_compare_ignores_the_answer_sentence():
+    a = "Add 2 and 3 to get 5.\nSo the answer is \\boxed{5}."
+    b = "Add 2 and 3 to get 5.\nTherefore, written out in full, the final answer is $\\boxed{5}$"
+    c = "Multiply 5 by 1 and check it twice.\nSo the answer is \\boxed{5}."
+    by_reasoning = select_diverse_detailed([a, b, c], 3, compare="reasoning")
+    assert by_reasoning.distances[0, 1] == 0.0 and by_reasoning.distances[0, 2] > 0.3
+    assert select_diverse_detailed([a, b, c], 3, compare="response").distances[0, 1] > 0.3
+    assert select_diverse([a, b, c], 2, compare="reasoning") == [0, 2]  # b is a copy of a's reasoning
+    # code rows compare the whole response: the same two texts are apart again
+    coded = select_diverse_detailed([a, b], 2, compare="reasoning", domains=["code", "code"])
+    assert coded.distances[0, 1] > 0.3
+
+
+def test_reasoning_compare_on_real_math_traces(shared_data):
+    """Real R1-style traces (prompt ends in <think>): only the answer after </think> differs → distance 0."""
+    path = shared_data / "reasoning_traces_thought_anchors" / "math_traces.jsonl"
+    with path.open() as fh:
+        traces = [t["completion"] for line in itertools.islice(fh, 3) for t in json.loads(line)["traces"]]
+    for trace in traces:
+        assert "</think>" in trace
+        think = trace.split("</think>")[0]
+        other = think + "</think>\nA different write-up.\n\nThe final answer is $\\boxed{42}$."
+        for unit in ("token", "char"):
+            assert select_diverse_detailed([trace, other], 2, unit=unit, compare="reasoning").distances[0, 1] == 0
+            assert select_diverse_detailed([trace, other], 2, unit=unit, compare="response").distances[0, 1] > 0
+    assert select_diverse_detailed(traces, 3, compare="reasoning").distances[0, 1] > 0.3  # distinct traces
+
+
+def test_dedupe_collapses_copies():
+    same, other = "we add the numbers and check the sum", "draw the triangle and use pythagoras"
+    texts = [same, same, "we  add the numbers\nand check the sum", other]  # the third differs in whitespace
+    assert duplicate_of(texts) == {1: 0, 2: 0}
+    # P=2: the distinct one plus the first copy (plain greedy does the same: a copy is at distance 0)
+    assert sorted(select_diverse_detailed(texts, 2, unit="char", dedupe=True).chosen) == [0, 3]
+    # P=4: plain keeps the copies to fill P; with dedupe they are rejected `duplicate`
+    assert sorted(select_diverse_detailed(texts, 4, unit="char").chosen) == [0, 1, 2, 3]
+    deduped = select_diverse_detailed(texts, 4, unit="char", dedupe=True)
+    assert sorted(deduped.chosen) == [0, 3] and deduped.reasons == {1: "duplicate", 2: "duplicate"}
+    assert deduped.min_distance[0] == deduped.min_distance[1] > 0.5  # no 0 from a kept copy
+    # dedupe runs on the compared text: same reasoning, different answer sentence → copies
+    boxed = ["Add 2 and 3.\nSo \\boxed{5}.", "Add 2 and 3.\nHence $\\boxed{5}$", "Take 10 and halve it."]
+    chosen = select_diverse_detailed(boxed, 3, compare="reasoning", dedupe=True)
+    assert sorted(chosen.chosen) == [0, 2] and chosen.reasons == {1: "duplicate"}
+
+
+def guard_texts() -> list[str]:
+    """Four similar 8-word traces and one 40-word outlier (the farthest from all: plain greedy picks it)."""
+    base = ["first", "we", "add", "the", "two", "numbers", "then", "check"]
+    similar = [" ".join(base[:k] + [f"w{k}"] + base[k + 1:]) for k in range(4)]
+    return similar + [" ".join(f"long{i}" for i in range(40))]
+
+
+def test_length_guard_skips_an_outlier_when_enough_are_in_band():
+    texts = guard_texts()
+    assert median_ratios([8, 8, 8, 8, 40]).tolist() == [1, 1, 1, 1, 5]
+    assert 4 in select_diverse(texts, 3)  # plain: the outlier is the far one
+    guarded = select_diverse_detailed(texts, 3, length_band=2.0)
+    assert 4 not in guarded.chosen and len(guarded.chosen) == 3
+    assert guarded.reasons[4] == "outside_length_band"
+    assert [r for i, r in guarded.reasons.items() if i != 4] == ["not_selected"]
+    assert select_diverse_detailed(texts, 3, length_band=6.0).chosen == select_diverse(texts, 3)  # wide band
+
+
+def test_length_guard_fills_from_outside_closest_to_the_median():
+    texts = guard_texts()[:2] + [" ".join(f"mid{i}" for i in range(20))] + guard_texts()[4:]  # 8, 8, 20, 40
+    ratios = median_ratios([8, 8, 20, 40])  # median 14: 1.75, 1.75, 1.43, 2.86
+    assert (ratios <= 2.0).tolist() == [True, True, True, False]
+    full = select_diverse_detailed(texts, 4, length_band=2.0)
+    assert sorted(full.chosen) == [0, 1, 2, 3] and full.chosen[-1] == 3  # the guard never costs a trajectory
+    band = 1.5  # only the 20-word one is in band; 8-word ones (1.75) fill before the 40-word one (2.86)
+    filled = select_diverse_detailed(texts, 3, length_band=band)
+    assert filled.chosen == [2, 0, 1] and filled.reasons == {3: "outside_length_band"}
+    for k in range(1, 5):  # still a prefix order
+        assert select_diverse_detailed(texts, k, length_band=band).chosen == select_diverse_detailed(
+            texts, 4, length_band=band).chosen[:k]
+    with pytest.raises(ValueError, match="length_band"):
+        select_diverse_detailed(texts, 2, length_band=1.0)
+
+
+def options_frame() -> pd.DataFrame:
+    texts = guard_texts() + [guard_texts()[0]]  # q: 4 similar, 1 long outlier, 1 copy of the first
+    rows = [{S.PROBLEM_ID: "q", S.ROLLOUT_ID: f"q#t#{i}", S.RESPONSE: t, S.VERDICT: "correct", S.DOMAIN: "math"}
+            for i, t in enumerate(texts)]
+    return pd.DataFrame(rows)
+
+
+def test_stage_with_options_gives_every_unkept_row_a_reason():
+    frame = options_frame()
+    out = DiversityStage(per_question=3, dedupe=True, quality_guard=True)(frame).set_index(S.ROLLOUT_ID)
+    kept = out[out[S.REJECT_REASON].isna()]
+    assert len(kept) == 3 and "q#t#4" not in kept.index and "q#t#5" not in kept.index
+    assert out.loc["q#t#5", S.REJECT_REASON] == "duplicate"
+    assert out.loc["q#t#5", S.REJECT_DETAIL].endswith("same response text as q#t#0")
+    assert out.loc["q#t#4", S.REJECT_REASON] == "outside_length_band"
+    assert out.loc["q#t#4", S.REJECT_DETAIL].endswith("token length 40 vs median 8 (band 2)")
+    assert out[S.REJECT_REASON].value_counts().to_dict() == {"duplicate": 1, "outside_length_band": 1,
+                                                             "not_selected": 1}
+    # diversity_min_distance: each kept row's min distance to the other kept rows
+    dist = pairwise_distances(to_sequences(kept[S.RESPONSE].tolist()))
+    np.fill_diagonal(dist, np.inf)
+    assert np.allclose(kept[S.DIVERSITY_MIN_DISTANCE], dist.min(axis=1))
+    # off by default: the plain criterion keeps the outlier and the copy is just not_selected
+    plain = DiversityStage(per_question=3)(frame).set_index(S.ROLLOUT_ID)
+    assert pd.isna(plain.loc["q#t#4", S.REJECT_REASON])
+    assert set(plain[S.REJECT_REASON].dropna()) == {"not_selected"}
+
+
+def test_stage_reads_the_domain_for_reasoning_compare():
+    a = "Add 2 and 3 to get 5.\nSo the answer is \\boxed{5}."
+    b = "Add 2 and 3 to get 5.\nTherefore, written out in full, the final answer is $\\boxed{5}$"
+    frame = pd.DataFrame({S.PROBLEM_ID: ["m", "m", "c", "c"], S.ROLLOUT_ID: ["m1", "m2", "c1", "c2"],
+                          S.RESPONSE: [a, b, a, b], S.VERDICT: ["correct"] * 4,
+                          S.DOMAIN: ["math", "math", "code", "code"]})
+    out = DiversityStage(per_question=2, compare="reasoning", dedupe=True)(frame).set_index(S.ROLLOUT_ID)
+    assert out.loc["m2", S.REJECT_REASON] == "duplicate"  # same reasoning
+    assert out.loc[["c1", "c2"], S.REJECT_REASON].isna().all()  # code: whole responses, which differ
+    assert out.loc["c1", S.DIVERSITY_MIN_DISTANCE] > 0.3
+
+
+def test_diversity_config_options_default_off_and_validate():
+    cfg = DiversityConfig()
+    assert (cfg.compare, cfg.dedupe, cfg.quality_guard, cfg.length_band) == ("response", False, False, 2.0)
+    shipped = load_config("ded-32b").curate.diversity
+    assert (shipped.compare, shipped.dedupe, shipped.quality_guard) == ("response", False, False)
+    on = DiversityConfig(compare="reasoning", dedupe=True, quality_guard=True, length_band=3.0)
+    stage = DiversityStage.from_config(on)
+    assert (stage.compare, stage.dedupe, stage.length_band) == ("reasoning", True, 3.0)
+    assert DiversityStage.from_config(cfg).length_band is None  # guard off
+    for bad in ({"compare": "answer"}, {"length_band": 1.0}, {"length_band": 0.5}, {"dedupe": "maybe"},
+                {"quality_guard": [1]}, {"band": 2.0}):
+        with pytest.raises(ValueError):
+            DiversityConfig(**bad)
+    with pytest.raises(Exception, match="length_band"):
+        DiversityStage(quality_guard=True, length_band=0.9)
+    with pytest.raises(Exception, match="compare"):
+        DiversityStage(compare="answer")
