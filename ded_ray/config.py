@@ -49,6 +49,9 @@ class RayConfig(Section):
     num_cpus: int | None = None  # local only; None = all cores
     dashboard: bool = False  # local only; bound to 127.0.0.1
     runtime_env: dict[str, Any] = Field(default_factory=dict)
+    # A stage that fails because Ray lost a worker, actor or node is run again from its written parts, in the
+    # same job, this many times (rundir.runner.run_stage); a bug still fails at once.
+    stage_retries: int = Field(3, ge=0)
 
 
 # --- problems ------------------------------------------------------------------------------------------

@@ -88,15 +88,36 @@ class StageResult:
         return table.select(columns) if columns is not None and table.num_rows else table
 
 
-def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int = 256) -> StageResult:
-    """Complete stage `spec` in `run` and return its result (counts, and its rows on disk)."""
+def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int = 256,
+              retries: int = 0) -> StageResult:
+    """Complete stage `spec` in `run` and return its result (counts, and its rows on disk).
+
+    When the stage fails because Ray lost a worker, an actor or a node (`lost_worker`), it is run again from
+    its written parts, up to `retries` times, in this process: the job survives a lost node without being
+    resubmitted. Any other failure (a bug, bad input, an actor whose constructor raised) fails at once.
+    """
     stage = run.stage(spec)
     label = f"[{spec.number:02d} {spec.name}]"
     if stage.is_complete():
         result = _result(run, spec)
         log(f"{label} complete: reusing {result.rows} rows")
         return result
+    for attempt in range(1, retries + 2):
+        try:
+            return _run_once(run, spec, build, part_rows, label)
+        except Exception as exc:
+            lost = lost_worker(exc)
+            if lost is None or attempt > retries:
+                raise
+            written = stage.num_rows() if spec.resume_column is not None else 0
+            redo = f"{written} rows written are kept, the rest is redone" if spec.resume_column else "redone whole"
+            log(f"{label} lost {lost}; {redo} (retry {attempt}/{retries})")
+    raise AssertionError("unreachable")
 
+
+def _run_once(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int,
+              label: str) -> StageResult:
+    stage = run.stage(spec)
     done: set[str] = set()
     if spec.resume_column is None:
         stage.reset()
@@ -133,6 +154,26 @@ def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOut
     log(f"{label} done: {result.kept} kept, {sum(result.rejected.values())} rejected {result.rejected or ''} "
         f"in {seconds:.1f}s")
     return result
+
+
+def lost_worker(exc: BaseException) -> str | None:
+    """What Ray lost, when `exc` (or an error it wraps) says a worker process, actor, node or object is gone;
+    None for anything else. An actor whose constructor raised is a bug (it would fail again), not a loss."""
+    from ray import exceptions as rex
+
+    lost_types = (rex.NodeDiedError, rex.WorkerCrashedError, rex.ObjectLostError, rex.OutOfMemoryError)
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if (isinstance(error, rex.RayActorError) and not error.actor_init_failed) or isinstance(error, lost_types):
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return f"{type(error).__name__}: {first_line[:200]}"
+        pending += [error.__cause__, error.__context__, getattr(error, "cause", None)]
+    return None
 
 
 def _as_is(batch: pa.Table) -> pa.Table:

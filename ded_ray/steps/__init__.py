@@ -26,7 +26,7 @@ def load_problems(run: RunDir, config: DEDConfig) -> StageResult:
         rejected = rejected.assign(**{S.PROBLEM_ID: [f"rejected:{i}" for i in range(len(rejected))]})
         return pd.concat([problems, rejected], ignore_index=True) if len(rejected) else problems
 
-    return run_stage(run, plan.PROBLEMS, build, part_rows=config.run.part_rows)
+    return run_stage(run, plan.PROBLEMS, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def choose_teacher(run: RunDir, config: DEDConfig, problems: StageResult) -> str:

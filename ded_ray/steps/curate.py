@@ -66,7 +66,7 @@ def quality_filters(run: RunDir, config: DEDConfig, verified: StageResult) -> St
             return _nothing_to_do(source) or _map_stage(config, source, _ConfiguredFilter, stage=stage,
                                                         section=section)
 
-        rows = run_stage(run, stage, build, part_rows=config.run.part_rows)
+        rows = run_stage(run, stage, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
     return rows
 
 
@@ -90,7 +90,7 @@ def drop_easy_questions(run: RunDir, config: DEDConfig, right: StageResult, stud
         return _nothing_to_do(right) or _map_stage(config, right, PassRateStage, pass_rates=rates,
                                                    threshold=cfg.threshold)
 
-    return run_stage(run, plan.PASS_RATE, build, part_rows=config.run.part_rows)
+    return run_stage(run, plan.PASS_RATE, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResult:
@@ -111,7 +111,7 @@ def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResu
             compute=actor_pool(config.curate.concurrency),
         )
 
-    return run_stage(run, plan.DIVERSITY, build, part_rows=config.run.part_rows)
+    return run_stage(run, plan.DIVERSITY, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 # --- decontamination, mixing, the corpus ---------------------------------------------------------------
@@ -135,7 +135,7 @@ def decontaminate(run: RunDir, config: DEDConfig, diverse: StageResult) -> Stage
         return _nothing_to_do(diverse) or _map_stage(config, diverse, DecontaminateStage, eval_items=items,
                                                      ngram=cfg.ngram, min_words=cfg.min_words)
 
-    return run_stage(run, plan.DECONTAMINATE, build, part_rows=config.run.part_rows)
+    return run_stage(run, plan.DECONTAMINATE, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def mix(run: RunDir, config: DEDConfig, clean: StageResult) -> StageResult:
@@ -153,7 +153,7 @@ def mix(run: RunDir, config: DEDConfig, clean: StageResult) -> StageResult:
         surplus = dict(zip(over[S.ROLLOUT_ID], over[S.REJECT_DETAIL]))
         return clean.dataset().map_batches(_reject_surplus, fn_kwargs={"surplus": surplus}, batch_format="pandas")
 
-    return run_stage(run, plan.MIX, build, part_rows=config.run.part_rows)
+    return run_stage(run, plan.MIX, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def _reject_surplus(batch: pd.DataFrame, surplus: dict[str, str]) -> pd.DataFrame:

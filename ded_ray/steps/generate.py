@@ -49,7 +49,7 @@ def generate_rollouts(
             ds = ds.map_batches(reject_rollout_errors, batch_format="pandas")
         return ds
 
-    return run_stage(run, stage, build, part_rows=config.run.part_rows)
+    return run_stage(run, stage, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def verify(
@@ -69,7 +69,7 @@ def verify(
             ds = ds.map_batches(reject_incorrect, batch_format="pandas")
         return ds
 
-    return run_stage(run, stage, build, part_rows=config.run.part_rows)
+    return run_stage(run, stage, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)
 
 
 def student_rollouts(run: RunDir, config: DEDConfig, right: StageResult, problems: StageResult) -> StageResult | None:

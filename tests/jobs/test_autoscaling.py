@@ -144,12 +144,12 @@ def test_rollout_job_makes_the_autoscaler_add_nodes(head, job_client, tmp_path):
 
 
 def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_client, tmp_path):
-    """SIGKILL a worker node's raylet while the rollout stage runs, then (if the job failed) submit it again.
+    """SIGKILL every worker node's raylet while the rollout stage runs: the job itself recovers.
 
     What Ray 2.60 does: when the node holding the engine actor dies, Ray Data surfaces the actor's
-    `ActorUnavailableError` and the job fails, despite the actor's restarts. The run directory keeps the
-    parts written before the loss, so the resubmitted job generates only the missing rows: across both
-    jobs every rollout is written exactly once.
+    `ActorUnavailableError`/`ActorDiedError` and the stage fails, despite the actor's restarts. `run_stage`
+    sees a lost worker and runs the stage again from the parts written before the loss (`ray.stage_retries`),
+    so the job succeeds without being resubmitted and every rollout is written exactly once.
     """
     run = tmp_path / "node-loss"
     job_id = submit_rollout(job_client, tmp_path, "node-loss")
@@ -168,16 +168,11 @@ def test_losing_a_worker_node_mid_rollout_loses_and_duplicates_no_row(head, job_
 
     status = wait_done(job_client, job_id)
     logs = job_client.get_job_logs(job_id)
-    if status == "FAILED":
-        assert "Actor" in logs and ("unavailable" in logs or "died" in logs), logs[-3000:]
-        rows_after_failure = sum(len(p) for p in rollout_ids_by_part(run))
-        retry_id = submit_rollout(job_client, tmp_path, "node-loss")
-        status = wait_done(job_client, retry_id)
-        logs = job_client.get_job_logs(retry_id)
-        assert status == "SUCCEEDED", logs[-4000:]
-        assert (f"[{plan.ROLLOUT.number:02d} {plan.ROLLOUT.name}] resuming: {rows_after_failure} rows already written"
-                in logs or rows_after_failure == 0)
     assert status == "SUCCEEDED", logs[-4000:]
+    label = f"[{plan.ROLLOUT.number:02d} {plan.ROLLOUT.name}]"
+    print("\n".join(line for line in logs.splitlines() if label in line))  # shown with -rP: which path it took
+    if f"{label} lost " in logs:  # the stage failed and was redone in the job (else Ray Data's own retries sufficed)
+        assert "rows written are kept, the rest is redone (retry 1/" in logs, logs[-3000:]
     ids = [rid for part in rollout_ids_by_part(run) for rid in part]
     assert len(ids) == len(set(ids)), "a rollout was written twice"
     assert len(ids) == ROWS, "a rollout was lost"
