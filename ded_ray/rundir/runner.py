@@ -102,17 +102,18 @@ def run_stage(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOut
         result = _result(run, spec)
         log(f"{label} complete: reusing {result.rows} rows")
         return result
-    for attempt in range(1, retries + 2):
+    attempt = 0
+    while True:
         try:
             return _run_once(run, spec, build, part_rows, label)
         except Exception as exc:
             lost = lost_worker(exc)
+            attempt += 1
             if lost is None or attempt > retries:
                 raise
-            written = stage.num_rows() if spec.resume_column is not None else 0
-            redo = f"{written} rows written are kept, the rest is redone" if spec.resume_column else "redone whole"
+            redo = ("redone whole" if spec.resume_column is None
+                    else f"{stage.num_rows()} rows written are kept, the rest is redone")
             log(f"{label} lost {lost}; {redo} (retry {attempt}/{retries})")
-    raise AssertionError("unreachable")
 
 
 def _run_once(run: RunDir, spec: StageSpec, build: Callable[[set[str]], StageOutput], part_rows: int,
@@ -170,8 +171,8 @@ def lost_worker(exc: BaseException) -> str | None:
             continue
         seen.add(id(error))
         if (isinstance(error, rex.RayActorError) and not error.actor_init_failed) or isinstance(error, lost_types):
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            return f"{type(error).__name__}: {first_line[:200]}"
+            text = str(error).strip()
+            return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
         pending += [error.__cause__, error.__context__, getattr(error, "cause", None)]
     return None
 

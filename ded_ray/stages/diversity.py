@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,7 @@ from ded_ray.stages.base import Stage, StageError, mark_rejected
 
 Unit = Literal["token", "char"]
 Compare = Literal["response", "think", "reasoning"]
-COMPARES = ("response", "think", "reasoning")
+COMPARES = get_args(Compare)
 
 NOT_SELECTED = "not_selected"
 DUPLICATE = "duplicate"  # dedupe: same compared text as an earlier candidate

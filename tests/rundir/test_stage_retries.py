@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import ray
 import ray.cloudpickle
 
 from ded_ray import plan
