@@ -327,7 +327,7 @@ def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
 
     run = _open(config)
     try:
-        summary = ablate(run, config, only=args.arms.split(",") if args.arms else None)
+        summary = ablate(run, config, only=args.arms.split(",") if args.arms else None, seeds=args.seeds)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(ablation_table(summary))
@@ -335,9 +335,12 @@ def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
 
 
 def add_ablate(parser: argparse.ArgumentParser) -> None:
-    from ded_ray.steps.ablate import ARMS
+    from ded_ray.steps.ablate import ARMS, DEFAULT_SEEDS
 
-    parser.add_argument("--arms", help=f"comma-separated arms to train (default: all of {','.join(ARMS)})")
+    parser.add_argument("--arms", help=f"comma-separated arms to train (default: all of {','.join(ARMS)}; "
+                                       "the gaps to the control need `random` among them)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help=f"trainings per arm, each with its own train seed and row order (default {DEFAULT_SEEDS})")
 
 
 # --- fetch ---------------------------------------------------------------------------------------------

@@ -107,3 +107,38 @@ def format_table(results: dict[str, dict]) -> str:
             for label, sub in result.get(group, {}).items():
                 lines.append(row(f"  {name} / {label}", sub))
     return "\n".join(lines)
+
+
+# --- several training seeds ------------------------------------------------------------------------------
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def combine_seeds(results: list[dict]) -> dict:
+    """One score from the same benchmark scored after each of several trainings (seeds).
+
+    The mean is the mean of the seeds' avg@k. Its error adds the two sources of noise: the question draw,
+    which every seed shares (so more seeds do not shrink it: the mean of the seeds' squared stderr), and the
+    training noise, which they do not (the variance of the seed means over the number of seeds)."""
+    scores = [r for r in results if r.get("avg_at_k") is not None]
+    if not scores:
+        return {"questions": 0, "seeds": 0, "avg_at_k": None, "stderr": None}
+    means = [r["avg_at_k"] for r in scores]
+    n = len(means)
+    mean = sum(means) / n
+    question_var = sum((r.get("stderr") or 0.0) ** 2 for r in scores) / n
+    seed_var = sum((m - mean) ** 2 for m in means) / (n - 1) / n if n > 1 else 0.0
+    return {"questions": scores[0].get("questions", 0), "k": scores[0].get("k"), "seeds": n, "avg_at_k": mean,
+            "stderr": math.sqrt(question_var + seed_var), "seed_scores": means}
+
+
+def gap_interval(score: dict, control: dict) -> dict | None:
+    """`score` minus `control` (both `combine_seeds` results) with a 95% interval.
+
+    The two errors add as if independent. Both are scored on the same questions, so the question draw is
+    partly shared and the interval is conservative (wider than a paired one)."""
+    if score.get("avg_at_k") is None or control.get("avg_at_k") is None:
+        return None
+    gap = score["avg_at_k"] - control["avg_at_k"]
+    err = math.sqrt((score.get("stderr") or 0.0) ** 2 + (control.get("stderr") or 0.0) ** 2)
+    return {"gap": gap, "stderr": err, "low": gap - Z95 * err, "high": gap + Z95 * err}

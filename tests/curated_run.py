@@ -32,7 +32,7 @@ def trajectories() -> pd.DataFrame:
     rows = []
     for q in range(4):
         for k in range(4):
-            rows.append({S.PROBLEM_ID: f"q{q}", S.ROLLOUT_ID: f"q{q}#t#{k}", S.DOMAIN: "math", S.TEACHER: "t",
+            rows.append({S.PROBLEM_ID: f"q{q}", S.ROLLOUT_ID: f"q{q}#t#{k}", S.SAMPLE_IDX: k, S.DOMAIN: "math", S.TEACHER: "t",
                          S.QUESTION: f"What is {q} + {k}?", S.RESPONSE: f"{q} + {k} = {q + k}. " + "step " * k,
                          S.NUM_TOKENS: int(rng.integers(5, 40)), S.VERDICT: "correct" if k < 3 else "wrong",
                          S.TOKEN_ENTROPY: float(rng.random()), S.PASS_RATE: PASS_RATES[f"q{q}"],
@@ -43,7 +43,7 @@ def trajectories() -> pd.DataFrame:
 def write_curated_run(root: str, name: str = "r") -> RunDir:
     """Every curation stage of the plan, then a base / student evaluation."""
     run = RunDir(root, name)
-    run.update_manifest(config={"run": {"name": name}, "curate": {"diversity": {"unit": "char"}}}, git_sha="abc")
+    run.update_manifest(config={"run": {"name": name}, "curate": {"diversity": {"unit": "char", "per_question": 2}}}, git_sha="abc")
     rows = trajectories()
     for stage in plan.CURATION:
         out = rows.copy()

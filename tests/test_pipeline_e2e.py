@@ -67,18 +67,20 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
 
     # `ded ablate` on the finished run: the student trained on the first level's rows (one arm keeps CI under
     # its limit; every arm's row set, the control's draw and which arms coincide are tests/steps/test_ablate.py's)
-    ablate = ["ablate", "--arms", plan.LEVELS[0], *args[1:]]
+    ablate = ["ablate", "--arms", plan.LEVELS[0], "--seeds", "1", *args[1:]]
     assert main(ablate) == 0
     out = capsys.readouterr().out
     ablation = json.loads((run / "ablation.json").read_text())
     sizes = {arm: result["rows"] for arm, result in ablation["arms"].items()}
-    assert list(sizes) == [plan.LEVELS[0]]
+    assert list(sizes) == [plan.LEVELS[0]] and ablation["seeds"] == 1
     assert sizes[plan.LEVELS[0]] == 24 == sum(all_rows.values())  # trained on the rows the funnel counts
+    assert (run / "ablate" / plan.LEVELS[0] / "seed-0" / "manifest.json").exists()
     for arm, result in ablation["arms"].items():
-        same = f", = {result['same_as']}" if "same_as" in result else ""  # same rows as an earlier arm: reused
         for bench in BENCHMARKS:
-            assert result["benchmarks"][bench]["questions"] == 4, (arm, bench)
-            assert f"| {arm} ({sizes[arm]} rows{same}) / {bench} | 4 | 1 |" in out
+            score = result["benchmarks"][bench]
+            assert score["questions"] == 4 and score["seeds"] == 1, (arm, bench)
+            assert score["avg_at_k"] == result["per_seed"][0][bench]["avg_at_k"]  # one seed: its own score
+            assert f"| {arm} | {sizes[arm]} | {result['questions']} | {bench} | {100 * score['avg_at_k']:.1f}% |" in out
     assert ablation["base"] == evals["base"]["benchmarks"]  # the untrained student is not evaluated again
     assert main(ablate) == 0  # rerun: every arm read back, the same table
     assert json.loads((run / "ablation.json").read_text()) == ablation
