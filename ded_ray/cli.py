@@ -323,6 +323,7 @@ def cmd_report(args: argparse.Namespace, config: DEDConfig) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
+    from ded_ray.analysis.report import write_report
     from ded_ray.steps.ablate import ablate, ablation_table
 
     run = _open(config)
@@ -331,6 +332,7 @@ def cmd_ablate(args: argparse.Namespace, config: DEDConfig) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(ablation_table(summary))
+    print(f"report → {write_report(run)}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """`report.html`: one self-contained page (inline CSS, images as data URIs, no scripts, no network).
 
 Sections appear when the run has their data: summary, teacher smoke test (the paper's Table 1), student
-before/after, the funnel (Table 3), histograms, selected trajectories side by side, stage timings, config.
+before/after, the funnel (Table 3), `ded ablate`'s arms, histograms, selected trajectories side by side, stage timings, config.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 from ded_ray import schema as S
 from ded_ray.analysis.histograms import distance_png, histogram_png, length_png, pass_rate_png
 from ded_ray import plan
+from ded_ray.analysis.ablation_section import ablation_section
 from ded_ray.analysis.funnel import build_funnel
 from ded_ray.analysis.run_data import curation_rows
 from ded_ray.rundir import EVAL_FILE, RunDir
@@ -55,6 +56,7 @@ def build_report(run: RunDir) -> str:
         _smoke(manifest.get("smoke")),
         _eval(evals),
         _funnel(rows, manifest),
+        ablation_section(manifest.get("ablation"), rows),
         _histograms(rows, manifest),
         _trajectories(rows),
         _timings(manifest),

@@ -56,9 +56,11 @@ from ded_ray.ray_helpers import actor_pool
 log = logging.getLogger(__name__)
 
 HF_ENGINE_KWARGS = ("torch_threads", "sub_batch_size", "attn_implementation")
-# Actor restarts / task retries when an actor dies (OOM kill, segfault): the batch is retried on the
-# restarted actor, so no row is lost or duplicated. Finite, so a model that always crashes fails the job.
-MAX_ACTOR_RESTARTS = 3
+# No actor restarts: an actor that dies (OOM kill, segfault, lost node) fails the stage, and
+# `rundir.run_stage` runs it again from its written parts (`ray.stage_retries` times), so no row is lost or
+# duplicated and a model that always crashes fails the job. Not Ray Data's own restarts: for an actor with
+# `max_restarts != 0` Ray 2.60's core worker logs an error-level line, because Ray Data keeps the
+# constructor arguments in the object store, and a restart cannot survive the loss of its node anyway.
 
 
 @lru_cache(maxsize=1)
@@ -346,8 +348,8 @@ class HFEngine:
 
         with warnings.catch_warnings():
             # Ray 2.60 deprecates bare remote args (and `ray_remote_args_fn`) with no named parameter for actor
-            # restarts; without them Ray Data restarts a crashing actor forever. Kept, and the warning it
-            # prints at every engine stage silenced here, until Ray 2.64 says how to bound restarts.
+            # restarts, which Ray Data turns on unbounded by default. Kept, and the warning it prints at every
+            # engine stage silenced here, until Ray 2.64 says how to turn restarts off.
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=RayDeprecationWarning)
             return ds.map_batches(
                 self.generator_cls,
@@ -357,6 +359,6 @@ class HFEngine:
                 num_gpus=config.num_gpus_per_actor,
                 batch_size=config.batch_size,
                 batch_format="pandas",
-                max_restarts=MAX_ACTOR_RESTARTS,
-                max_task_retries=MAX_ACTOR_RESTARTS,
+                max_restarts=0,
+                max_task_retries=0,
             )

@@ -79,3 +79,28 @@ def test_eval_table_has_a_row_per_domain_and_split(run_dir):
     page = build_report(run_dir)
     for name, change in (("mixed / code", "+50.0 pts"), ("mixed / math", "+50.0 pts"), ("mixed / easy", "+0.0 pts")):
         assert re.search(rf"{re.escape(name)}</td>.*?{re.escape(change)}", page), name
+
+
+def test_ablation_section_charts_the_arms_and_shows_what_each_selection_picked(run_dir):
+    """After `ded ablate`: a chart per benchmark, the arms' table with the gap to the control, and the
+    picks of the diversity selections side by side where they disagree (read from the run's own rows)."""
+    from ded_ray.steps.ablate import RANDOM, _combine, arm_rows, selection_record
+
+    arms = arm_rows(run_dir)
+    names = ("right-hard-diverse", RANDOM, "diverse-reasoning")
+    score = [{"arith": {"questions": 4, "k": 2, "avg_at_k": 0.5, "stderr": 0.1}}]
+    meta = {a: {"rows": len(arms[a]), "questions": 3,
+                **({"selection": selection_record(arms[a])} if a != RANDOM else {})} for a in names}
+    summary = {"base": {"arith": score[0]["arith"]}, "seeds": 1,
+               "arms": _combine(meta, {a: score for a in names})}
+    run_dir.update_manifest(ablation=summary)
+    page = build_report(run_dir)
+    assert "Ablation (Table 3 arms)" in page and "arith: mean over 1 seed(s), 95% interval" in page
+    assert "<td>right-hard-diverse</td><td>6</td><td>3</td><td>arith</td><td>50.0% ± 10.0</td><td>1</td><td>+0.0 [" in page
+    assert len(re.findall(r"<img [^>]*src='data:image/png;base64,", page)) == 5
+    # the fixture's diverse arm drops sample 2; distance-based selection keeps the farthest pair (0 and 2)
+    differ = {q for q in ("q1", "q2", "q3")
+              if set(meta["right-hard-diverse"]["selection"]["picks"][q]) != set(meta["diverse-reasoning"]["selection"]["picks"][q])}
+    assert differ and f"{len(differ)} of 3 questions got different picks" in page
+    picks = page[page.index("What each diversity selection picked"):]
+    assert len(re.findall(r"<h3>What is \d \+ 0\?</h3><div class='traj'><pre><b>right-hard-diverse</b>", picks)) == len(differ)
