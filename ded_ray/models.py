@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 import importlib.util
 from pathlib import Path
@@ -142,8 +143,33 @@ def _builtin_folder(name: str) -> Path:
     if (target / "config.json").exists():
         return target
     gguf_path = _packaged_gguf(spec)
-    _convert_gguf(gguf_path, target)
+    from ded_ray.log import log
+
+    log(f"models: converting the built-in {name} once into {target} (later runs read it from there)")
+    with _no_progress_bars():
+        _convert_gguf(gguf_path, target)
     return target
+
+
+@contextmanager
+def _no_progress_bars():
+    """transformers' progress bars off for a one-off conversion: three bars of a second each would sit between
+    the stage lines. The GGUF reader uses tqdm directly, not transformers' switch, so its module's `tqdm` is
+    swapped for a disabled one while converting."""
+    from functools import partial
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, gguf_tqdm = hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = gguf_tqdm
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _packaged_gguf(spec: BuiltinModel) -> Path:

@@ -111,6 +111,9 @@ def serve_teachers(teachers: list[TeacherConfig], smoke: SmokeConfig) -> dict[st
         models.setdefault(served_model_id(teacher), model_source(teacher.model, backend))
     from ray import serve
 
+    # Serve's driver-side logger narrates each app step at INFO ("Started Serve", "… is ready at", "Deleting
+    # app") between our own stage lines; our log line below says what is hosted where. Warnings still show.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": smoke.host, "port": smoke.port})
     log.info("serve: hosting %s with %s on %s", sorted(models), backend, base_url(smoke))
     serve.run(build_app(models, smoke, backend), name=APP_NAME, route_prefix="/")

@@ -17,7 +17,7 @@ from ded_ray.io import read_problems
 from ded_ray.pipeline import curate_corpus
 from ded_ray.rundir import open_run, run_stage
 from ded_ray.stages.correctness import reject_incorrect
-from ded_ray.steps.ablate import arm_rows
+from ded_ray.steps.ablate import ONE_PER_QUESTION, arm_rows
 
 LOOP = "Let me recount the apples once more to be sure. " * 60  # 600 words going round in a circle
 
@@ -25,7 +25,7 @@ LOOP = "Let me recount the apples once more to be sure. " * 60  # 600 words goin
 def _trajectories(heldout_question: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """4 questions x 4 samples. q0's sample 1 is wrong, q1's sample 2 loops, q2 is the student's easy
     question, q3 is a held-out eval question (contaminated)."""
-    questions = ["What is 12 + 30?", "What is 7 * 6?", "What is 40 + 2?", heldout_question]
+    questions = ["What is 12 + 30?", "What is 21 * 2?", "What is 40 + 2?", heldout_question]  # 2-digit: not held out
     problems, rows = [], []
     for q, question in enumerate(questions):
         problems.append({S.PROBLEM_ID: f"q{q}", S.DOMAIN: "math", S.QUESTION: question, S.ANSWER: "42",
@@ -94,10 +94,12 @@ def test_steps_compose_and_the_funnel_adds_up(curated):
     funnel = manifest["funnel"]
     assert funnel["total"] == len(teacher) == funnel["corpus"] + sum(r["rows"] for r in funnel["by_reason"])
     assert manifest["corpus"]["rows"] == len(corpus) == funnel["corpus"]
-    # each Table 3 level is the kept rows of its closing stage: the rows `ded ablate` trains on
+    # each Table 3 level is the kept rows of its closing stage: the rows `ded ablate` trains on, one per
+    # question at +Right and +Right-Hard (the paper's convention)
     arms = arm_rows(run)
     for row in funnel["table3"]:
-        assert row["rows"] == len(arms[row["level"]]), row["level"]
+        expected = row["questions"] if row["level"] in ONE_PER_QUESTION else row["rows"]
+        assert len(arms[row["level"]]) == expected, row["level"]
     assert [row["rows"] for row in funnel["table3"]] == [16, 14, 10, 6, 4]
 
 
