@@ -6,6 +6,8 @@ that neither package imports the other for them. Ray is imported when a helper i
 
 from __future__ import annotations
 
+import warnings
+
 
 def actor_pool(size: int | tuple[int, int]):
     """Ray Data's compute strategy for a stage class: `size` actors, or an autoscaling (min, max) pool.
@@ -16,6 +18,25 @@ def actor_pool(size: int | tuple[int, int]):
 
     lo, hi = (size, size) if isinstance(size, int) else size
     return ActorPoolStrategy(min_size=int(lo), max_size=int(hi))
+
+
+def on_actors(map_fn, stage_class, size: int | tuple[int, int], **kwargs):
+    """`map_fn(stage_class, ...)` (a Dataset's `map_batches` or grouped data's `map_groups`) on a pool of `size`
+    actors that Ray does not restart.
+
+    An actor that dies (OOM kill, segfault, lost node) fails the stage, and `rundir.run_stage` runs it again
+    from its written parts (`ray.stage_retries` times): no row is lost or duplicated, and a model that always
+    crashes fails the job. Not Ray Data's own restarts (unbounded by default): for a restartable actor whose
+    constructor arguments sit in the object store (a tokenizer, a config) Ray 2.60's core worker logs an
+    error-level line at every stage, and a restart cannot survive the loss of its node anyway.
+    """
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates bare remote args with no named parameter for actor restarts yet: kept, and the
+        # warning it prints at every stage silenced, until Ray says how to turn restarts off.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=RayDeprecationWarning)
+        return map_fn(stage_class, compute=actor_pool(size), max_restarts=0, max_task_retries=0, **kwargs)
 
 
 def in_blocks(table, rows_per_block: int):

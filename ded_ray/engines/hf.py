@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -51,16 +50,11 @@ import pandas as pd
 from ded_ray import schema as S
 from ded_ray.config import RolloutConfig, SamplingConfig
 from ded_ray.engines.output import ENGINE_ERROR, PROMPT_TOO_LONG, error_row, ok_row, set_generation_columns
-from ded_ray.ray_helpers import actor_pool
+from ded_ray.ray_helpers import on_actors
 
 log = logging.getLogger(__name__)
 
 HF_ENGINE_KWARGS = ("torch_threads", "sub_batch_size", "attn_implementation")
-# No actor restarts: an actor that dies (OOM kill, segfault, lost node) fails the stage, and
-# `rundir.run_stage` runs it again from its written parts (`ray.stage_retries` times), so no row is lost or
-# duplicated and a model that always crashes fails the job. Not Ray Data's own restarts: for an actor with
-# `max_restarts != 0` Ray 2.60's core worker logs an error-level line, because Ray Data keeps the
-# constructor arguments in the object store, and a restart cannot survive the loss of its node anyway.
 
 
 @lru_cache(maxsize=1)
@@ -344,21 +338,11 @@ class HFEngine:
     ):
         if endpoint is not None:
             raise ValueError(f"the hf engine runs a local model; teacher endpoint {endpoint!r} needs `rollout.engine: openai`")
-        from ray.util.annotations import RayDeprecationWarning
-
-        with warnings.catch_warnings():
-            # Ray 2.60 deprecates bare remote args (and `ray_remote_args_fn`) with no named parameter for actor
-            # restarts, which Ray Data turns on unbounded by default. Kept, and the warning it prints at every
-            # engine stage silenced here, until Ray 2.64 says how to turn restarts off.
-            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=RayDeprecationWarning)
-            return ds.map_batches(
-                self.generator_cls,
-                fn_constructor_kwargs=generator_kwargs(model, sampling, config),
-                compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
-                num_cpus=config.num_cpus_per_actor,
-                num_gpus=config.num_gpus_per_actor,
-                batch_size=config.batch_size,
-                batch_format="pandas",
-                max_restarts=0,
-                max_task_retries=0,
-            )
+        return on_actors(
+            ds.map_batches, self.generator_cls, config.concurrency,  # autoscales between its (min, max)
+            fn_constructor_kwargs=generator_kwargs(model, sampling, config),
+            num_cpus=config.num_cpus_per_actor,
+            num_gpus=config.num_gpus_per_actor,
+            batch_size=config.batch_size,
+            batch_format="pandas",
+        )

@@ -85,7 +85,7 @@ from ded_ray.engines.output import (
     set_generation_columns,
 )
 from ded_ray.engines.sse import DONE, sse_data
-from ded_ray.ray_helpers import actor_pool
+from ded_ray.ray_helpers import on_actors
 
 log = logging.getLogger(__name__)
 
@@ -517,10 +517,9 @@ class OpenAIEngine:
         if not endpoint:
             raise ValueError("the openai engine needs the teacher's `endpoint` (a base URL ending in /v1)")
         chat_url(endpoint)  # fail now, in the driver, on a malformed URL
-        return ds.map_batches(
-            OpenAIChatClient,
+        return on_actors(
+            ds.map_batches, OpenAIChatClient, config.concurrency,  # autoscales between its (min, max)
             fn_constructor_kwargs=client_kwargs(endpoint, model, sampling, config, api_key_env),
-            compute=actor_pool(config.concurrency),  # autoscales between its (min, max)
             # Waiting on HTTP needs little CPU: a small reservation, so the client pool fits beside a local
             # Serve teacher and the 1-CPU tasks of the stages around it on a 2-CPU machine.
             num_cpus=min(config.num_cpus_per_actor, CLIENT_CPUS),

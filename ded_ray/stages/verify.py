@@ -23,7 +23,7 @@ import pandas as pd
 
 from ded_ray import schema as S
 from ded_ray.config import VerifyConfig
-from ded_ray.ray_helpers import actor_pool
+from ded_ray.ray_helpers import on_actors
 from ded_ray.stages.base import Stage, StageError
 from ded_ray.verifiers.code import run_tests
 from ded_ray.verifiers.format import format_ok, length_ok
@@ -40,12 +40,11 @@ def _missing(value: Any) -> bool:
 
 def verify_rows(ds, config: VerifyConfig, tokenizer: Any = None):
     """`ds` (a Ray Dataset of rollouts) with verdict columns, from an autoscaling pool of VerifyStage actors."""
-    return ds.map_batches(
-        VerifyStage,
+    return on_actors(
+        ds.map_batches, VerifyStage, config.concurrency,
         fn_constructor_kwargs={"config": config, "tokenizer": tokenizer},
         batch_format="pandas",
         batch_size=config.batch_size,
-        compute=actor_pool(config.concurrency),
     )
 
 

@@ -19,7 +19,7 @@ from ded_ray.io import read_all_problems
 from ded_ray.log import log
 from ded_ray.models import resolve_model
 from ded_ray.plan import StageSpec
-from ded_ray.ray_helpers import actor_pool
+from ded_ray.ray_helpers import on_actors
 from ded_ray.rundir import RunDir, StageResult, run_stage
 from ded_ray.stages.base import mark_rejected
 from ded_ray.stages.decontaminate import DecontaminateStage, EvalIndex
@@ -32,9 +32,9 @@ from ded_ray.stages.to_sft import CORPUS_FILE, build_corpus, corpus_table
 def _map_stage(config: DEDConfig, source: StageResult, stage_class, **kwargs):
     """`source`'s kept rows through `stage_class` on Ray Data, scheduled from `curate.concurrency/batch_size`."""
     cfg = config.curate
-    return source.dataset(rows_per_block=cfg.batch_size).map_batches(
-        stage_class, fn_constructor_kwargs=kwargs, batch_format="pandas", batch_size=cfg.batch_size,
-        compute=actor_pool(cfg.concurrency),
+    return on_actors(
+        source.dataset(rows_per_block=cfg.batch_size).map_batches, stage_class, cfg.concurrency,
+        fn_constructor_kwargs=kwargs, batch_format="pandas", batch_size=cfg.batch_size,
     )
 
 
@@ -102,13 +102,12 @@ def keep_diverse(run: RunDir, config: DEDConfig, hard: StageResult) -> StageResu
     def build(_done: set[str]):
         if hard.kept == 0:
             return pa.table({})
-        return hard.dataset().groupby(S.PROBLEM_ID).map_groups(
-            DiversityStage,
+        return on_actors(
+            hard.dataset().groupby(S.PROBLEM_ID).map_groups, DiversityStage, config.curate.concurrency,
             fn_constructor_kwargs={"per_question": cfg.per_question, "unit": cfg.unit,
                                    "compare": cfg.compare, "tokenizer": tokenizer, "dedupe": cfg.dedupe,
                                    "quality_guard": cfg.quality_guard, "length_band": cfg.length_band},
             batch_format="pandas",
-            compute=actor_pool(config.curate.concurrency),
         )
 
     return run_stage(run, plan.DIVERSITY, build, part_rows=config.run.part_rows, retries=config.ray.stage_retries)

@@ -30,7 +30,7 @@ from ded_ray import schema as S
 from ded_ray.cache import cache_dir
 from ded_ray.config import TrainConfig
 from ded_ray.log import log
-from ded_ray.ray_helpers import actor_pool
+from ded_ray.ray_helpers import on_actors
 from ded_ray.train.loop import STUDENT_DIR, LoopSpec, train_loop_per_worker
 from ded_ray.train.loss import resolve_loss
 from ded_ray.train.memory import MemoryEstimate, check_memory, estimate_for_model
@@ -102,12 +102,11 @@ def train_student(
         + f" on {config.num_workers} {'GPU' if config.use_gpu else 'CPU'} worker(s), {config.loss} loss\n{memory.table()}")
     log(check_memory(memory, config))  # a plan that does not fit stops here, before any actor or worker starts
 
-    tokenized = _as_dataset(corpus).map_batches(
-        TokenizeStage,
+    tokenized = on_actors(
+        _as_dataset(corpus).map_batches, TokenizeStage, config.tokenize_concurrency,
         fn_constructor_kwargs={"model_path": model_for_workers, "max_seq_len": config.max_seq_len, "truncate": config.truncate},
         batch_format="pandas",
         batch_size=config.tokenize_batch_size,
-        compute=actor_pool(config.tokenize_concurrency),
     ).materialize()
     rejected_rows = tokenized.filter(expr=col(S.REJECT_REASON).is_not_null()).to_pandas()
     rejected = run.write_rejected(TokenizeStage.name, rejected_rows.drop(columns=[INPUT_IDS, LABELS], errors="ignore"))

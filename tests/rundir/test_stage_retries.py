@@ -13,7 +13,7 @@ import pytest
 import ray.cloudpickle
 
 from ded_ray import plan
-from ded_ray.ray_helpers import actor_pool, in_blocks
+from ded_ray.ray_helpers import in_blocks, on_actors
 from ded_ray.rundir import RunDir, run_stage
 from ded_ray.rundir.runner import lost_worker
 
@@ -68,11 +68,10 @@ def _build(cls, **kwargs):
     def build(done: set[str]):
         table = _rows()
         keep = [rid not in done for rid in table["rollout_id"].to_pylist()]
-        # max_restarts=0: Ray Data does not bring the actor back, so the stage itself fails (as when a node
-        # is gone for good) and only run_stage's retry can finish it
-        return in_blocks(table.filter(pa.array(keep)), 4).map_batches(
-            cls, fn_constructor_kwargs=kwargs, batch_format="pandas", batch_size=4, compute=actor_pool(1),
-            max_restarts=0, max_task_retries=0)
+        # on_actors, as every stage: Ray Data does not bring the actor back, so the stage itself fails (as
+        # when a node is gone for good) and only run_stage's retry can finish it
+        return on_actors(in_blocks(table.filter(pa.array(keep)), 4).map_batches, cls, 1,
+                         fn_constructor_kwargs=kwargs, batch_format="pandas", batch_size=4)
     return build
 
 
