@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -437,12 +438,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _deepspeed_on_cpu_quietly() -> None:
+    """DeepSpeed, which accelerate imports when transformers loads a model, warns "Setting accelerator to CPU"
+    each time it finds no GPU: on a CPU machine that is the expected case, not news. Its own override
+    (DS_ACCELERATOR) makes the same choice without the warning; a user's DS_ACCELERATOR wins. Local Ray's
+    workers inherit it; a cluster's workers do not (the trainer sets it for CPU training workers)."""
+    if "DS_ACCELERATOR" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    _deepspeed_on_cpu_quietly()
     _help, handler, _ = COMMANDS[args.command]
     try:
         config = load_config(args.config, [o for o in args.overrides if "=" in o or args.command != "bench"])

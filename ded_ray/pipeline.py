@@ -11,6 +11,9 @@ with `ded curate`.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 from ded_ray import steps
 from ded_ray.config import DEDConfig
 from ded_ray.errors import UserError
@@ -23,13 +26,23 @@ from ded_ray.steps.student import train_and_evaluate
 
 
 def run_pipeline(config: DEDConfig) -> RunDir:
+    started = time.monotonic()
     init_ray(config.ray, config.models)
     run = open_run(config)
-    problems = steps.load_problems(run, config)
-    teacher = config.teacher_config(steps.choose_teacher(run, config, problems))
-    rollouts = generate.generate_rollouts(run, config, problems, [teacher])
-    verified = generate.verify(run, config, rollouts)
-    corpus = curate_corpus(run, config, verified, problems)
+    record_step(run, "start Ray", time.monotonic() - started)
+    with timed_step(run, "problems"):
+        problems = steps.load_problems(run, config)
+    if config.eval.benchmarks:  # first: the smoke test ranks its students against it
+        with timed_step(run, "evaluate the base student"):
+            base_scores(run, config)
+    with timed_step(run, "smoke test"):
+        teacher = config.teacher_config(steps.choose_teacher(run, config, problems))
+    with timed_step(run, "rollouts"):
+        rollouts = generate.generate_rollouts(run, config, problems, [teacher])
+    with timed_step(run, "verify"):
+        verified = generate.verify(run, config, rollouts)
+    with timed_step(run, "curate (with the student's pass-rate samples)"):
+        corpus = curate_corpus(run, config, verified, problems)
     train_student(run, config, corpus)
     run.update_manifest(run_dir_bytes=run.size_bytes())  # what the run costs on storage, shown in the report
     steps.write_report(run)
@@ -55,5 +68,20 @@ def train_student(run: RunDir, config: DEDConfig, corpus: str) -> dict:
             f"the corpus is empty: no trajectory survived curation (see the funnel in {run.file('manifest.json')}); "
             "sample more (rollout.samples_per_question), loosen curate.pass_rate.threshold, or check the teacher's prompt"
         )
-    base = base_scores(run, config) if config.eval.benchmarks else None
-    return train_and_evaluate(run, config, corpus, "student", base=base)
+    base = base_scores(run, config) if config.eval.benchmarks else None  # computed once, read back here
+    with timed_step(run, "train + evaluate the student"):
+        return train_and_evaluate(run, config, corpus, "student", base=base)
+
+
+@contextmanager
+def timed_step(run: RunDir, step: str):
+    started = time.monotonic()
+    yield
+    record_step(run, step, time.monotonic() - started)
+
+
+def record_step(run: RunDir, step: str, seconds: float) -> None:
+    """`manifest["steps"]`: where the run's time went, in the report. The longest time a step took is kept,
+    so a rerun that finds the step's work done (and takes a second) does not hide what computing it cost."""
+    if seconds > run.read_manifest().get("steps", {}).get(step, 0):
+        run.update_manifest(steps={step: round(seconds, 1)})

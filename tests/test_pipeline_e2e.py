@@ -37,6 +37,7 @@ def test_run_completes_and_resumes(tmp_path, ray_local, capsys):
         assert (run / name).exists(), name
 
     manifest = json.loads((run / "manifest.json").read_text())
+    assert len(manifest["steps"]) == 8 and all(seconds > 0 for seconds in manifest["steps"].values())  # the report's time table
     funnel = manifest["funnel"]
     assert funnel["total"] == (4 + 4) * 3  # 4 math + 4 code problems x 3 samples, every one accounted for
     assert funnel["total"] == funnel["corpus"] + sum(r["rows"] for r in funnel["by_reason"])

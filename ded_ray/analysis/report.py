@@ -1,7 +1,8 @@
 """`report.html`: one self-contained page (inline CSS, images as data URIs, no scripts, no network).
 
 Sections appear when the run has their data: summary, teacher smoke test (the paper's Table 1), student
-before/after, the funnel (Table 3), `ded ablate`'s arms, histograms, selected trajectories side by side, stage timings, config.
+before/after, the funnel (Table 3), `ded ablate`'s arms, histograms, selected trajectories side by side,
+where the time went (steps, then stages), config.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ th:first-child,td:first-child{text-align:left} th{background:#f4f4f4}
 figure{margin:0;flex:1 1 46%} figcaption{font-size:.85rem;color:#555}
 .traj{display:flex;gap:.6rem;align-items:stretch} .traj pre{flex:1;white-space:pre-wrap;background:#f8f8f8;
 border:1px solid #ddd;padding:.5rem;font-size:.8rem;margin:0;max-height:18rem;overflow:auto}
-.good{color:#18794e} .bad{color:#b42318} img{max-width:100%;border:1px solid #eee}
+.bar{background:#4c78a8;height:.8rem} .good{color:#18794e} .bad{color:#b42318} img{max-width:100%;border:1px solid #eee}
 details pre{background:#f8f8f8;padding:.6rem;font-size:.8rem;overflow:auto}
 """
 
@@ -248,7 +249,25 @@ def _trajectories(rows: pd.DataFrame, questions: int = 3, per_question: int = 3)
 
 
 def _timings(manifest: dict) -> str:
-    stages = manifest.get("stages") or {}
+    return _step_timings(manifest.get("steps") or {}) + _stage_timings(manifest.get("stages") or {})
+
+
+def _step_timings(steps: dict) -> str:
+    """`ded run`'s steps, longest first, each with its share of the total as a bar."""
+    if not steps:
+        return ""
+    total = sum(steps.values())
+    rows = "".join(
+        f"<tr><td>{html.escape(step)}</td><td>{seconds:.0f}</td><td>{100 * seconds / total:.0f}%</td>"
+        f"<td style='text-align:left'><div class='bar' style='width:{200 * seconds / total:.0f}px'></div></td></tr>"
+        for step, seconds in sorted(steps.items(), key=lambda item: -item[1]))
+    return ("<h2>Where the time went</h2><table><tr><th>step</th><th>seconds</th><th>share</th><th></th></tr>"
+            f"{rows}<tr><td><b>total</b></td><td><b>{total:.0f}</b></td><td></td><td></td></tr></table>"
+            "<p class='muted'>Wall-clock seconds of each step of <code>ded run</code> (the longest time it took: "
+            "a rerun that reuses a finished step does not replace it). Steps hold the stages below.</p>")
+
+
+def _stage_timings(stages: dict) -> str:
     if not stages:
         return ""
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s.get('rows', '-')}</td><td>{s.get('kept', '-')}</td>"

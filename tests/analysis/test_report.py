@@ -29,6 +29,18 @@ def test_report_has_every_section_and_no_external_resources(run_dir):
     assert "<script" not in page
 
 
+def test_where_the_time_went_lists_the_steps_longest_first(run_dir):
+    from ded_ray.pipeline import record_step
+
+    record_step(run_dir, "rollouts", 120.0)
+    record_step(run_dir, "smoke test", 240.0)
+    record_step(run_dir, "rollouts", 1.0)  # a rerun that reused the step keeps what computing it took
+    page = build_report(run_dir)
+    section = page[page.index("Where the time went"):page.index("Timings per stage")]
+    assert section.index("smoke test") < section.index("rollouts")
+    assert "<td>rollouts</td><td>120</td><td>33%</td>" in section and "<b>360</b>" in section
+
+
 def _chromium() -> tuple[str, str]:
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not browser or not driver:
