@@ -1,7 +1,8 @@
-"""Host side of the code sandbox: start one confined runner per program, enforce the wall clock, clean up.
+"""Host side of the code sandbox: one confined runner process per program, the wall clock, clean-up.
 
-`run_sandboxed(code, tests, limits)` starts `sandbox_child.py` (see its docstring for the confinement
-steps) in a fresh temporary directory with a scrubbed environment, gives it `limits.timeout_s` for all
+`run_sandboxed(code, tests, limits)` has the pre-started runner (`sandbox_child.py`: see its docstring for
+the confinement steps) fork a process for the program, in a fresh temporary directory with a scrubbed
+environment, gives it `limits.timeout_s` for all
 tests (each at most `limits.test_timeout_s`, enforced by the runner) plus a small start-up grace, kills its
 whole process group on overrun, and always removes the directory. It returns the runner's report
 (per-test results and the isolation it achieved) as a dict.
@@ -11,18 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
-STARTUP_GRACE_S = 3.0  # interpreter start + namespace set-up, on top of the tests' own time budget
+# fork + namespace set-up (and the runner's own start, the first time), on top of the tests' own time budget
+STARTUP_GRACE_S = 3.0
 
 
 # LiveCodeBench's per-test limit (`--timeout`, default 6 s in lcb_runner/runner/parser.py, a signal.alarm
@@ -118,42 +123,143 @@ def run_sandboxed(code: str, tests: list[dict], limits: SandboxLimits = SandboxL
         "nproc": limits.nproc,
         "hide": _hidden_dirs(exposed),
         "expose": exposed,
+        "env": scrubbed_env(workdir),
     }
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-I", str(CHILD)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=scrubbed_env(workdir), cwd=workdir, start_new_session=True,
-    )
     try:
-        out, err = process.communicate(json.dumps(job).encode(), timeout=limits.timeout_s + STARTUP_GRACE_S)
-        report: dict = {}
-        lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
-        if lines:
-            try:
-                report = json.loads(lines[-1])
-            except ValueError:
-                report = {"runner_error": f"unreadable runner output {lines[-1][:200]!r}"}
-        else:
-            report = {"runner_error": f"runner exited with code {process.returncode} and no report; "
-                                      f"stderr: {err.decode(errors='replace')[-500:]}"}
-    except subprocess.TimeoutExpired:
-        report = {"host_timeout": True}
+        report = _parse_report(_SERVER.run(json.dumps(job).encode(),
+                                           deadline=started + limits.timeout_s + STARTUP_GRACE_S))
+    except OSError as exc:
+        report = {"runner_error": f"the sandbox runner could not be reached: {exc}"}
     finally:
-        _kill_group(process)
         shutil.rmtree(workdir, ignore_errors=True)
     report["wall_ms"] = (time.monotonic() - started) * 1000
     report["limits"] = asdict(limits)
     return report
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the runner's process group (the PID-namespace init is in it: its death ends the rest)."""
+def _parse_report(raw: bytes | None) -> dict:
+    if raw is None:
+        return {"host_timeout": True}
+    lines = [line for line in raw.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return {"runner_error": "the runner exited without a report"}
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        return json.loads(lines[-1])
+    except ValueError:
+        return {"runner_error": f"unreadable runner output {lines[-1][:200]!r}"}
+
+
+class _RunnerServer:
+    """The pre-started runner (`sandbox_child.serve`), one per host process, started on first use.
+
+    Starting a Python interpreter for every program cost more than the program's own run (issue 20: the
+    fixed cost was 2x a plain `subprocess.run`). The server forks a fresh process per job instead, which
+    confines itself exactly as a freshly started runner did. Jobs travel through pipes passed over a Unix
+    socket, never through the server, so nothing of one job is in the memory a later job is forked from.
+    A server that died (or a host process forked from the one that started it) gets a new server.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen | None = None
+        self._owner = -1
+
+    def run(self, job: bytes, deadline: float) -> bytes | None:
+        """The job's report bytes, or None when `deadline` (monotonic) passed first (its processes killed)."""
+        job_read, job_write = os.pipe()
+        report_read, report_write = os.pipe()
+        try:
+            try:
+                pid = self._start_job(job_read, report_write)
+            finally:  # the job has its own copies now (or there is no job)
+                os.close(job_read)
+                os.close(report_write)
+            try:
+                _write_all(job_write, job)  # the job reads all of it before it does anything else
+            except BrokenPipeError:
+                pass  # the job died before reading: its report (or EOF) says why
+            finally:
+                os.close(job_write)
+                job_write = -1
+            report = _read_until(report_read, deadline)
+            if report is None:
+                _kill_group(pid)
+            return report
+        finally:
+            os.close(report_read)
+            if job_write != -1:
+                os.close(job_write)
+
+    def _start_job(self, job_read: int, report_write: int) -> int:
+        with self._lock:
+            for attempt in (1, 2):
+                if self._sock is None or self._owner != os.getpid() or self._process.poll() is not None:
+                    self._start()
+                try:
+                    socket.send_fds(self._sock, [b"job"], [job_read, report_write])
+                    return int(_read_line(self._sock))
+                except (OSError, ValueError):
+                    self._stop()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", str(CHILD), str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=scrubbed_env(tempfile.gettempdir()), cwd="/", start_new_session=True,
+            )
+        self._sock, self._owner = ours, os.getpid()
+
+    def _stop(self) -> None:
+        if self._sock is not None and self._owner == os.getpid():
+            self._sock.close()
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+        self._sock = self._process = None
+
+
+_SERVER = _RunnerServer()
+
+
+def _read_line(sock: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            raise ConnectionError("the sandbox runner closed its socket")
+        data += chunk
+    return data.decode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    """Everything written to `fd` until its last writer closes it, or None if `deadline` comes first."""
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the job's process group (the PID-namespace init is in it: its death ends the rest)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    try:
-        process.communicate(timeout=5)
-    except (subprocess.TimeoutExpired, ValueError, OSError):
-        process.kill()

@@ -1,7 +1,8 @@
-"""The sandbox runner: the process `sandbox.py` starts for one untrusted program (stdlib only, run by path).
+"""The sandbox runner: a process `sandbox.py` starts once, which forks one process per untrusted program
+(stdlib only, run by path; `serve`).
 
-It reads one job (JSON on stdin: code, tests, limits, workdir), confines itself, then runs each test in a
-forked child and prints one JSON report line on stdout. A test's own fields are checked and parsed before
+Each forked job reads its job (JSON from a pipe: code, tests, limits, workdir, environment), confines
+itself, then runs each test in a forked child and writes one JSON report line to the report pipe. A test's own fields are checked and parsed before
 the program runs (`prepare_test`), and only the program's execution is caught as its failure (`wrong`); a
 malformed test or a failure of the harness's own code (the comparison) is reported as `error`.
 
@@ -31,12 +32,14 @@ that kills the whole process group.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import math
 import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -496,10 +499,11 @@ def run_one(job: dict, index: int, test: dict, deadline: float, limit: str = "")
         try:
             os.close(read_end)
             os.setpgid(0, 0)
-            os.dup2(write_end, 3)
-            os.dup2(stdin_fd, 0)
-            os.dup2(stdout_fd, 1)
-            os.dup2(stderr_fd, 2)
+            # copied above 0-3 first: a source may itself be one of the targets (a descriptor this
+            # process had, e.g. the job pipe, freed a low number) and be overwritten before it is used
+            sources = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (stdin_fd, stdout_fd, stderr_fd, write_end)]
+            for target, source in enumerate(sources):
+                os.dup2(source, target)
             os.closerange(4, 65536)
             sys.stdin = open(0, "r", closefd=False)
             sys.stdout = open(1, "w", closefd=False)
@@ -598,22 +602,71 @@ def run_all(job: dict, isolation: list[str], missing: list[str]) -> dict:
             "isolation_missing": missing}
 
 
-def main() -> None:
-    job = json.loads(sys.stdin.read())
+def run_job(job_fd: int, report_fd: int) -> int:
+    """One program, in a process of its own: read the job, confine this process, run the tests in its PID-1
+    child, write the report line to `report_fd`; the exit code."""
+    with os.fdopen(job_fd, "rb") as source:
+        job = json.loads(source.read())
+    os.environ.clear()
+    os.environ.update(job["env"])
     isolation, missing, _ = confine(job)
-    out = os.dup(1)
+    # after the mount: the work directory is now the private tmpfs, not the host's folder beneath it
+    # (a relative path written by the program would otherwise hit that read-only, host-owned folder)
+    os.chdir(job["workdir"])
     pid = os.fork()  # in a new PID namespace this child is its PID 1: its exit kills every leftover
     if pid == 0:
         try:
             report = run_all(job, isolation, missing)
-            os.write(out, (json.dumps(report) + "\n").encode())
+            os.write(report_fd, (json.dumps(report) + "\n").encode())
         except BaseException as exc:  # noqa: BLE001 - a runner failure must reach the host as "error"
-            os.write(out, (json.dumps({"runner_error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+            _report_error(report_fd, exc)
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
-    sys.exit(os.waitstatus_to_exitcode(status) if status else 0)
+    return os.waitstatus_to_exitcode(status) if status else 0
+
+
+def _report_error(report_fd: int, exc: BaseException) -> None:
+    os.write(report_fd, (json.dumps({"runner_error": f"{type(exc).__name__}: {exc}"}) + "\n").encode())
+
+
+def serve(sock_fd: int) -> None:
+    """The pre-started runner (`sandbox.py`'s server): per request, fork a process that runs one job.
+
+    A request is one message carrying two descriptors, the job's pipe and the report's. This process never
+    reads a job (so no program's tests or code stay in the memory every later job is forked from) and never
+    confines itself: each forked job takes fresh namespaces, its own tmpfs and uid, and its own session, so
+    the host can kill it by process group. It answers each request with the job's pid and exits when the
+    host closes the socket.
+    """
+    sock = socket.socket(fileno=sock_fd)
+    # the prelude's stdlib modules, imported once: every test's exec(PRELUDE) then only binds names
+    # (random reseeds itself in each forked child: Python registers that at fork)
+    exec(PRELUDE, {})
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished jobs
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+        except OSError:
+            return
+        if not message or len(fds) != 2:
+            return
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the job waits for its own PID-1 child
+            os.setsid()
+            code = 1
+            try:
+                code = run_job(*fds)
+            except BaseException as exc:  # noqa: BLE001 - the host must hear why, not only see EOF
+                _report_error(fds[1], exc)
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(f"{pid}\n".encode())
 
 
 if __name__ == "__main__":
-    main()
+    serve(int(sys.argv[1]))
