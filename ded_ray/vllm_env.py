@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import math
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CPU_KV_CACHE_BYTES = 1 << 30
 VLLM_INSTALL_HINT = (
@@ -70,8 +73,16 @@ def engine_kwargs_for(
     """vLLM engine kwargs: the user's, plus max_model_len/dtype from config and the CPU defaults above.
 
     dtype "auto" on the CPU build means what it means for the hf engine: bf16 where the CPU has native bf16,
-    else float32 (vLLM's own auto would take the model's bf16 and emulate it). A key the user set always wins.
+    else float32 (vLLM's own auto would take the model's bf16 and emulate it). A key the user set always wins,
+    except the hf engine's own keys, dropped with a warning (as the hf engine drops vLLM's): `engine: auto`
+    may pick either engine for the same config, and vLLM would refuse the whole engine over one of them.
     """
+    from ded_ray.engines.hf import HF_ENGINE_KWARGS
+
+    hf_only = sorted(k for k in engine_kwargs if k in HF_ENGINE_KWARGS)
+    if hf_only:
+        log.warning("vllm engine: ignoring the hf engine's engine_kwargs %s (vLLM's threads follow the actor's "
+                    "CPUs: rollout.num_cpus_per_actor)", hf_only)
     merged: dict[str, Any] = {}
     if max_model_len is not None:
         merged["max_model_len"] = int(max_model_len)
@@ -85,5 +96,5 @@ def engine_kwargs_for(
         merged["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         merged["enforce_eager"] = True
         merged["enable_chunked_prefill"] = False
-    merged.update(engine_kwargs)
+    merged.update({k: v for k, v in engine_kwargs.items() if k not in HF_ENGINE_KWARGS})
     return merged

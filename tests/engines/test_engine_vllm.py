@@ -106,6 +106,16 @@ def test_cpu_defaults_and_user_kwargs_win():
     assert engine_kwargs_for({}, max_model_len=None, cpu=False) == {}  # on a GPU vLLM's own auto
 
 
+def test_the_hf_engines_own_kwargs_do_not_reach_vllm(caplog):
+    # the demo's `engine_kwargs: {torch_threads: 2}` with `rollout.engine=vllm` used to make vLLM refuse the
+    # engine (AsyncEngineArgs got an unexpected keyword argument 'torch_threads')
+    with caplog.at_level("WARNING", logger="ded_ray.vllm_env"):
+        merged = engine_kwargs_for({"torch_threads": 2, "sub_batch_size": 8, "max_num_seqs": 4},
+                                   max_model_len=None, cpu=False)
+    assert merged == {"max_num_seqs": 4}
+    assert "ignoring the hf engine's engine_kwargs ['sub_batch_size', 'torch_threads']" in caplog.text
+
+
 def test_processor_config_on_cpu_uses_a_cpu_bundle(tmp_path):
     pytest.importorskip("ray.data.llm")
     config = processor_config(str(tmp_path), RolloutConfig(concurrency=(1, 2), num_cpus_per_actor=2, batch_size=8))
