@@ -142,6 +142,17 @@ def test_the_demo_fits_this_machine():
     assert any(f.stage == "smoke serve step-1shot" for f in plan.findings)  # teacher: auto plans the smoke test
 
 
+def test_engine_actors_that_hold_every_cpu_are_refused_before_they_stall():
+    """vllm with both CPUs of a 2-CPU local Ray never scheduled its own tokenize tasks: the stage hung."""
+    from ded_ray.preflight.machines import this_machine
+
+    two_cpus = this_machine(num_cpus=2)
+    assert plan_run(load_config(), two_cpus).problems == []  # the demo's one-CPU actors leave one
+    failing = plan_run(load_config(overrides=["rollout.num_cpus_per_actor=2"]), two_cpus).problems
+    assert {f.stage for f in failing} >= {"rollout step-1shot", "pass rate", "eval"}
+    assert all("leave no CPU" in f.text and f.fix.startswith("rollout.num_cpus_per_actor<=1") for f in failing)
+
+
 def test_ded_run_checks_the_plan_before_starting_anything(tmp_path, capsys):
     """A demo whose rollouts cannot fit their context stops before Ray starts or the run directory exists."""
     assert main(["run", f"run.root={tmp_path}", "run.name=broken", "rollout.max_model_len=64"]) == 1

@@ -82,6 +82,14 @@ def placement_findings(d: EngineDemand, machines: Machines) -> tuple[list[Findin
         return out, None
     host = max(hosts, key=lambda n: (n.gpu_memory_gib or 0, n.gpus))
     lo, hi = d.replicas
+    # The Ray Data tasks around the engine (prompting, fan-out, ray.data.llm's tokenize and detokenize, the
+    # clients of a Serve teacher) need a CPU beside it: engine actors holding every CPU there is stall the
+    # stage, with no error (measured: the vllm engine with both CPUs of a 2-CPU local Ray).
+    if machines.total_cpus and machines.total_cpus - lo * d.cpus < 1:
+        out.append(Finding(d.stage, False, f"{lo} x {d.cpus:g} CPUs for the engine leave no CPU of "
+                           f"{machines.where}'s {machines.total_cpus:g} for the stage's Ray Data tasks: it would stall",
+                           f"{keys.get('cpus', 'the engine CPUs')}<={max(machines.total_cpus - 1, 0) / max(lo, 1):g}, "
+                           "or more logical CPUs for a local Ray (ray.num_cpus)"))
     if d.gpus and hi * d.gpus > machines.total_gpus:
         out.append(Finding(d.stage, True, f"at most {int(machines.total_gpus // d.gpus)} of the {hi} replicas "
                            f"fit {machines.where}'s {machines.total_gpus:g} GPUs (the pool will not grow further)"))

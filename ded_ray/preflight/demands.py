@@ -122,7 +122,8 @@ def _rollout_demand(stage: str, config: DEDConfig, model: str, sampling: Samplin
         _tp(r.engine_kwargs), tuple(r.concurrency), max_model_len or r.max_model_len, sampling.max_tokens,
         prompt_lengths(problems, facts, system_prompt, few_shot, think_prefix), r.dtype, dict(r.engine_kwargs),
         {"max_model_len": max_model_len_key, "max_tokens": sampling_key, "gpus": "rollout.num_gpus_per_actor",
-         "tensor_parallel": "rollout.engine_kwargs.tensor_parallel_size"}, samples)
+         "cpus": "rollout.num_cpus_per_actor", "tensor_parallel": "rollout.engine_kwargs.tensor_parallel_size"},
+        samples)
 
 
 def teachers_to_plan(config: DEDConfig, smoke: bool) -> list[TeacherConfig]:
@@ -173,5 +174,6 @@ def smoke_demands(config: DEDConfig, problems: pd.DataFrame) -> list[EngineDeman
             prompt_lengths(questions, facts, t.system_prompt, t.few_shot, t.think_prefix), "auto",
             dict(sm.serve_engine_kwargs),
             {"max_model_len": "smoke.serve_max_model_len", "max_tokens": f"teachers.{i}.sampling.max_tokens",
-             "gpus": "smoke.serve_gpus_per_replica", "tensor_parallel": "smoke.serve_engine_kwargs.tensor_parallel_size"}))
+             "gpus": "smoke.serve_gpus_per_replica", "cpus": "smoke.serve_cpus_per_replica",
+             "tensor_parallel": "smoke.serve_engine_kwargs.tensor_parallel_size"}))
     return out

@@ -53,6 +53,10 @@ class Machines:
     def total_gpus(self) -> float:
         return sum(n.gpus * n.max_workers for n in self.nodes)
 
+    @property
+    def total_cpus(self) -> float:
+        return sum(n.cpus * n.max_workers for n in self.nodes)
+
 
 def from_cluster_yaml(path: str | Path) -> Machines:
     """Node types of a Ray autoscaler config (the `available_node_types` with their `resources`)."""
