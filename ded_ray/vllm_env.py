@@ -79,7 +79,7 @@ def engine_kwargs_for(
     """
     from ded_ray.engines.hf import HF_ENGINE_KWARGS
 
-    hf_only = sorted(k for k in engine_kwargs if k in HF_ENGINE_KWARGS)
+    hf_only = sorted(set(engine_kwargs) & set(HF_ENGINE_KWARGS))
     if hf_only:
         log.warning("vllm engine: ignoring the hf engine's engine_kwargs %s (vLLM's threads follow the actor's "
                     "CPUs: rollout.num_cpus_per_actor)", hf_only)
@@ -96,5 +96,5 @@ def engine_kwargs_for(
         merged["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         merged["enforce_eager"] = True
         merged["enable_chunked_prefill"] = False
-    merged.update({k: v for k, v in engine_kwargs.items() if k not in HF_ENGINE_KWARGS})
+    merged.update({k: v for k, v in engine_kwargs.items() if k not in hf_only})
     return merged

@@ -36,6 +36,7 @@ import pandas as pd
 
 from ded_ray import schema as S
 from ded_ray.bench.common import result_row
+from ded_ray.bench.raw_vllm import RESULT
 from ded_ray.config import FewShotExample, RolloutConfig, SamplingConfig
 from ded_ray.log import log
 
@@ -143,8 +144,6 @@ def raw_vllm_generate(model_path: str, rows: pd.DataFrame, sampling: SamplingCon
                           capture_output=True, env=env, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"raw vLLM exited with {done.returncode}: {done.stderr[-500:]}")
-    from ded_ray.bench.raw_vllm import RESULT
-
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if not lines:
         raise RuntimeError(f"raw vLLM printed no result line: {done.stdout[-300:]!r}")
@@ -266,7 +265,5 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":  # python -m ded_ray.bench.rollout [--quick]
-    import sys
-
     for r in run(quick="--quick" in sys.argv):
         print(json.dumps(r))

@@ -88,7 +88,7 @@ def placement_findings(d: EngineDemand, machines: Machines) -> tuple[list[Findin
     if machines.total_cpus and machines.total_cpus - lo * d.cpus < 1:
         out.append(Finding(d.stage, False, f"{lo} x {d.cpus:g} CPUs for the engine leave no CPU of "
                            f"{machines.where}'s {machines.total_cpus:g} for the stage's Ray Data tasks: it would stall",
-                           f"{keys.get('cpus', 'the engine CPUs')}<={max(machines.total_cpus - 1, 0) / max(lo, 1):g}, "
+                           f"{keys['cpus']}<={(machines.total_cpus - 1) / max(lo, 1):g}, "
                            "or more logical CPUs for a local Ray (ray.num_cpus)"))
     if d.gpus and hi * d.gpus > machines.total_gpus:
         out.append(Finding(d.stage, True, f"at most {int(machines.total_gpus // d.gpus)} of the {hi} replicas "
